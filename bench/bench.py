@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""Strata import benchmark: `strata import` against GNU tar and bsdtar.
+
+Imports a Debian rootfs layer (debootstrap --variant=minbase bookworm,
+packed like an image layer: no /dev, /proc, /sys, apt caches) with each
+tool, on the same disk, with a cold page cache before every run (the input
+tar too), and prints medians, ratios and peak RSS. Strata syncs a layer
+before it becomes visible, so the fair peer is `tar -x; sync`; plain
+`tar -x` (data still in the page cache) is shown too.
+
+usage: bench/bench.py [--runs N] [--workdir DIR] [--layer FILE] [--skip-rss]
+Needs root (drop_caches, device nodes, ownership). Builds strata in release.
+"""
+import argparse
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PRUNE = ["./dev/*", "./proc/*", "./sys/*", "./var/cache/apt/archives/*.deb",
+         "./var/lib/apt/lists/*", "./debootstrap"]
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, shell=True, check=True, **kw)
+
+
+def drop_caches():
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+
+
+def timed(argv):
+    """Runs argv; returns (seconds, peak RSS in MiB of the child tree)."""
+    start = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.execvp(argv[0], argv)
+        finally:
+            os._exit(127)
+    _, status, ru = os.wait4(pid, 0)
+    secs = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"command failed: {' '.join(argv)}")
+    return secs, ru.ru_maxrss / 1024
+
+
+def debian_layer(workdir):
+    layer = os.path.join(workdir, "debian.tar")
+    if os.path.exists(layer):
+        return layer
+    rootfs = os.path.join(workdir, "rootfs")
+    if not os.path.exists(os.path.join(rootfs, "bin/bash")):
+        shutil.rmtree(rootfs, ignore_errors=True)
+        print("debootstrap --variant=minbase bookworm (once) ...", flush=True)
+        sh(f"debootstrap --variant=minbase bookworm {rootfs} http://deb.debian.org/debian >/dev/null")
+    prune = " -o ".join(f"-path '{p}'" for p in PRUNE)
+    # depth-first, siblings sorted bytewise, numeric owners, xattrs: what
+    # image builders write
+    sh(f"cd {rootfs} && find . -mindepth 1 \\( {prune} \\) -prune -o -printf '%P\\0' | "
+       "python3 -c 'import sys; d=sys.stdin.buffer.read().split(b\"\\0\")[:-1]; "
+       "d.sort(key=lambda p: p.split(b\"/\")); sys.stdout.buffer.write(b\"\".join(x+b\"\\0\" for x in d))' | "
+       "tar --null --no-recursion -T - --format=pax "
+       "--pax-option='exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime' "
+       f"--numeric-owner --xattrs --xattrs-include='*' -cf {layer}")
+    return layer
+
+
+def big_layer(workdir, base):
+    """A ~1 GiB layer: the Debian layer plus large random files."""
+    layer = os.path.join(workdir, "big.tar")
+    if os.path.exists(layer):
+        return layer
+    src = os.path.join(workdir, "bigsrc")
+    os.makedirs(src, exist_ok=True)
+    for i in range(7):
+        with open(os.path.join(src, f"blob{i}"), "wb") as f:
+            for _ in range(128):
+                f.write(os.urandom(1 << 20))
+    sh(f"cp {base} {layer}.tmp && tar --format=pax -C {src} -rf {layer}.tmp . && mv {layer}.tmp {layer}")
+    shutil.rmtree(src)
+    return layer
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--workdir", default="/var/tmp/strata-bench")
+    ap.add_argument("--layer")
+    ap.add_argument("--skip-rss", action="store_true")
+    a = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("bench.py needs root (drop_caches, device nodes, ownership)")
+    os.makedirs(a.workdir, exist_ok=True)
+    sh(f"cd {ROOT} && cargo build --release --quiet -p strata")
+    strata = os.path.join(ROOT, "target/release/strata")
+    layer = a.layer or debian_layer(a.workdir)
+    entries = int(subprocess.run(f"tar -tf {layer} | wc -l", shell=True, check=True,
+                                 capture_output=True, text=True).stdout)
+    size = os.path.getsize(layer)
+    out = os.path.join(a.workdir, "out")
+
+    tools = {
+        "strata import (vfs)": lambda d: [strata, "--home", d, "--driver", "vfs", "import", "l", layer],
+        "tar -x; sync": lambda d: ["sh", "-c", f"mkdir -p {d} && tar --numeric-owner --xattrs --xattrs-include='*' -xpf {layer} -C {d} && sync"],
+        "bsdtar -x; sync": lambda d: ["sh", "-c", f"mkdir -p {d} && bsdtar -xpf {layer} -C {d} && sync"],
+        "tar -x (no sync)": lambda d: ["sh", "-c", f"mkdir -p {d} && tar --numeric-owner --xattrs --xattrs-include='*' -xpf {layer} -C {d}"],
+    }
+    results = {k: [] for k in tools}
+    rss = {k: 0.0 for k in tools}
+    print(f"layer: {layer} ({size / 1e6:.1f} MB, {entries} entries), {a.runs} runs, cold cache", flush=True)
+    for run in range(a.runs):
+        for name, argv in tools.items():
+            shutil.rmtree(out, ignore_errors=True)
+            drop_caches()
+            secs, peak = timed(argv(out))
+            results[name].append(secs)
+            rss[name] = max(rss[name], peak)
+        print(f"  run {run + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in results.items()), flush=True)
+    shutil.rmtree(out, ignore_errors=True)
+
+    med = {k: statistics.median(v) for k, v in results.items()}
+    base = med["tar -x; sync"]
+    print(f"\n{'tool':<22} {'median s':>9} {'min s':>7} {'max s':>7} {'peak RSS MiB':>13} {'vs tar -x; sync':>16}")
+    for k, v in results.items():
+        print(f"{k:<22} {med[k]:>9.3f} {min(v):>7.3f} {max(v):>7.3f} {rss[k]:>13.1f} {med[k] / base:>15.2f}x")
+    s = med["strata import (vfs)"]
+    print(f"\nstrata / (tar -x; sync) = {s / base:.2f}  (target <= 0.70)")
+    print(f"strata / (tar -x)       = {s / med['tar -x (no sync)']:.2f}  (target <= 1.00)")
+
+    if not a.skip_rss:
+        big = big_layer(a.workdir, layer)
+        shutil.rmtree(out, ignore_errors=True)
+        drop_caches()
+        secs, peak = timed(tools["strata import (vfs)"](out))
+        shutil.rmtree(out, ignore_errors=True)
+        print(f"peak RSS importing {os.path.getsize(big) / 2**30:.2f} GiB layer: {peak:.1f} MiB in {secs:.2f}s (target <= 64 MiB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+//! The `Driver` trait: every operation of the graph-driver contract
+//! (../shared/docs/contract.md), in the shape Docker's `graphdriver.Driver`
+//! has, so the engine front ends are thin adapters over it.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+pub use strata_layer::{Change, ChangeKind};
+
+use crate::store::{CleanupReport, LayerMeta, Store};
+use crate::{CreateOpts, LayerId, Result};
+
+/// What a driver can promise engines (Docker 20.10's `Capabilities`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Capabilities {
+    /// `diff` of an imported, unchanged layer gives back the exact bytes
+    /// that were imported.
+    pub reproduces_exact_diffs: bool,
+}
+
+/// What an import recorded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ApplyResult {
+    /// Layer size in bytes (what Docker's `ApplyDiff` returns).
+    pub size: u64,
+    /// Tar entries applied.
+    pub entries: u64,
+    /// Bytes of the uncompressed tar stream read.
+    pub tar_bytes: u64,
+    /// `sha256:<hex>` of the uncompressed stream.
+    pub digest: String,
+}
+
+/// Hands out a layer's own files by tar path, so engines can rebuild an
+/// original tar (tar-split) without mounting.
+pub trait FileGetter: Send {
+    /// Opens the file at `path` (a tar entry name) for reading.
+    fn get(&self, path: &[u8]) -> Result<Box<dyn Read + Send>>;
+}
+
+/// A graph driver. Ids are validated [`LayerId`]s; `parent` arguments are
+/// `None` for "no parent" (Docker's empty string).
+pub trait Driver: Send + Sync {
+    /// The driver's registered name.
+    fn name(&self) -> &'static str;
+    /// The driver's home directory.
+    fn home(&self) -> &Path;
+    /// The layer store under the driver.
+    fn store(&self) -> &Store;
+    /// Creates an empty read-only layer on `parent`.
+    fn create(&self, id: &LayerId, parent: Option<&LayerId>, opts: &CreateOpts) -> Result<()>;
+    /// Creates an empty read-write layer on `parent`.
+    fn create_read_write(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        opts: &CreateOpts,
+    ) -> Result<()>;
+    /// Removes a layer (crash-safe). Unknown ids are not an error.
+    fn remove(&self, id: &LayerId) -> Result<()>;
+    /// Returns the absolute path of the layer's merged view, taking a
+    /// reference.
+    fn get(&self, id: &LayerId, mount_label: &str) -> Result<PathBuf>;
+    /// Drops a reference taken by `get`; extra calls are harmless.
+    fn put(&self, id: &LayerId) -> Result<()>;
+    /// True only for complete layers.
+    fn exists(&self, id: &LayerId) -> bool;
+    /// Key/value facts about the driver, in display order.
+    fn status(&self) -> Vec<(String, String)>;
+    /// Key/value facts about a layer (`docker inspect`'s GraphDriver.Data).
+    fn metadata(&self, id: &LayerId) -> Result<BTreeMap<String, String>>;
+    /// Finishes interrupted work and releases what the driver holds.
+    fn cleanup(&self) -> Result<CleanupReport>;
+    /// Writes the tar of `id`'s changes relative to `parent` (`None`: the
+    /// whole layer) to `out`; returns the bytes written.
+    fn diff(&self, id: &LayerId, parent: Option<&LayerId>, out: &mut dyn Write) -> Result<u64>;
+    /// Lists `id`'s changes relative to `parent` (`None`: all Add).
+    fn changes(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<Vec<Change>>;
+    /// Applies a layer tar to the existing layer `id` atomically: either the
+    /// whole stream lands or the layer is left as it was.
+    fn apply_diff(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        tar: &mut (dyn Read + Send),
+    ) -> Result<ApplyResult>;
+    /// Creates layer `id` on `parent` from a tar stream as one atomic step:
+    /// the layer exists only once the whole stream is applied and synced.
+    fn import(&self, id: &LayerId, parent: Option<&LayerId>, tar: &mut (dyn Read + Send))
+    -> Result<ApplyResult>;
+    /// Bytes of `id`'s changes relative to `parent`.
+    fn diff_size(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<u64>;
+    /// A getter over the layer's own files by tar path.
+    fn diff_getter(&self, id: &LayerId) -> Result<Box<dyn FileGetter>>;
+    /// What the driver promises engines.
+    fn capabilities(&self) -> Capabilities;
+    /// Metadata of one layer (resolving aliases).
+    fn info(&self, id: &LayerId) -> Result<LayerMeta> {
+        let id = self.store().resolve(id)?;
+        self.store().meta(&id)
+    }
+    /// Every complete layer.
+    fn list(&self) -> Result<Vec<LayerMeta>> {
+        self.store().list()
+    }
+}

@@ -1,0 +1,317 @@
+//! The `vfs` driver: every layer is a full copy of its parent plus its own
+//! changes, so it works on any filesystem and needs no mounts. Copies use
+//! reflinks where the filesystem has them and `copy_file_range` otherwise,
+//! keep hard links and all xattrs (Docker's vfs keeps only
+//! `security.capability`). `diff` and `changes` compare a layer with its
+//! parent's tree; `get` hands out the content directory.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use strata_fs::Root;
+use strata_layer::{ApplyOptions, CompareOptions, WhiteoutMode};
+use strata_tar::TarReader;
+
+use crate::pipeline::read_ahead;
+use crate::driver::{ApplyResult, Capabilities, Change, Driver, FileGetter};
+use crate::options::parse_storage_opts;
+use crate::store::{CleanupReport, ImportInfo, LayerKind, LayerMeta, Staging, Store};
+use crate::{CreateOpts, DriverError, LayerId, Result, backing};
+
+/// The vfs driver's registered name.
+pub const NAME: &str = "vfs";
+
+/// The `vfs` driver over a [`Store`].
+#[derive(Debug)]
+pub struct VfsDriver {
+    store: Store,
+    refs: Mutex<HashMap<String, u32>>,
+    backing: String,
+    d_type: bool,
+}
+
+impl VfsDriver {
+    /// Opens the driver on `home` (created 0700 if missing). vfs works on
+    /// any filesystem; the backing one is reported in `status`.
+    pub fn open(home: &Path, options: &[String]) -> Result<VfsDriver> {
+        if let Some(o) = options.first() {
+            return Err(DriverError::Unusable {
+                driver: NAME,
+                home: home.display().to_string(),
+                reason: format!("unknown driver option {o:?} (vfs takes none)"),
+            });
+        }
+        let store = Store::open(home)?;
+        let (backing, _) = backing::fs_name(store.home_fd())
+            .map_err(|e| DriverError::io(format!("statfs {}", home.display()), e))?;
+        let d_type = backing::supports_d_type(store.home_fd())
+            .map_err(|e| DriverError::io(format!("probe d_type in {}", home.display()), e))?;
+        Ok(VfsDriver { store, refs: Mutex::new(HashMap::new()), backing, d_type })
+    }
+
+    fn root(&self, id: &LayerId) -> Result<Root> {
+        Root::open(self.store.content_dir(id)).map_err(|source| DriverError::Fs { id: id.to_string(), source })
+    }
+
+    fn refcount(&self, id: &LayerId) -> u32 {
+        let refs = self.refs.lock().unwrap_or_else(PoisonError::into_inner);
+        refs.get(id.as_str()).copied().unwrap_or(0)
+    }
+
+    /// A staging dir holding a copy of `from`'s content (or empty).
+    fn stage_copy(&self, id: &LayerId, from: Option<&LayerId>) -> Result<(Staging, Option<(i64, u32)>)> {
+        let staging = self.store.begin()?;
+        let Some(from) = from else { return Ok((staging, None)) };
+        let src = self.root(from)?;
+        let dst = Root::open(staging.content_path())
+            .map_err(|source| DriverError::Fs { id: id.to_string(), source })?;
+        strata_fs::copy_tree(&src, &dst).map_err(|source| DriverError::Fs { id: id.to_string(), source })?;
+        let at = staging.fs_now()?;
+        Ok((staging, Some(at)))
+    }
+
+    fn create_layer(&self, id: &LayerId, parent: Option<&LayerId>, kind: LayerKind, opts: &CreateOpts) -> Result<()> {
+        let storage = parse_storage_opts(id.as_str(), &opts.storage_opt)?;
+        if storage.size.is_some() {
+            let what = match kind {
+                LayerKind::Ro => "a size limit on a read-only layer",
+                LayerKind::Rw => "the size storage option",
+            };
+            return Err(DriverError::NotSupported { id: id.to_string(), driver: NAME, what: what.into() });
+        }
+        let _lock = self.store.lock(id);
+        if self.store.exists(id) {
+            return Err(DriverError::AlreadyExists { id: id.to_string() });
+        }
+        let parent = self.check_parent(id, parent)?;
+        let (staging, copied_at) = self.stage_copy(id, parent.as_ref())?;
+        let meta = new_meta(id, parent.as_ref(), kind, copied_at, None);
+        self.store.commit_new(staging, &meta)
+    }
+
+    fn check_parent(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<Option<LayerId>> {
+        let Some(p) = parent else { return Ok(None) };
+        let p = self.store.resolve(p)?;
+        if !self.store.exists(&p) {
+            return Err(DriverError::MissingParent { id: id.to_string(), parent: p.to_string() });
+        }
+        Ok(Some(p))
+    }
+
+    /// Applies `tar` onto the content of `staging`, hashing the stream.
+    fn apply_into(&self, id: &LayerId, staging: &Staging, tar: &mut (dyn Read + Send)) -> Result<ApplyResult> {
+        let root = Root::open(staging.content_path())
+            .map_err(|source| DriverError::Fs { id: id.to_string(), source })?;
+        let (stats, facts) = read_ahead(tar, |r| {
+            let mut reader = TarReader::new(r);
+            let opts = ApplyOptions { whiteouts: WhiteoutMode::Delete, writeback: true };
+            strata_layer::apply_tar(&root, &mut reader, opts)
+        })
+        .map_err(|source| DriverError::Apply { id: id.to_string(), source })?;
+        let facts = facts.map_err(|e| DriverError::io(format!("layer {id}: read tar stream"), e))?;
+        Ok(ApplyResult { size: stats.size, entries: stats.entries, tar_bytes: facts.bytes, digest: facts.digest })
+    }
+
+    /// The comparison base for `id` against `parent`: its real parent lets
+    /// change detection use the copy instant.
+    fn compare(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<(Root, Option<Root>, CompareOptions)> {
+        let id = self.store.resolve(id)?;
+        let meta = self.store.meta(&id)?;
+        let layer = self.root(&id)?;
+        let Some(parent) = parent else {
+            return Ok((layer, None, CompareOptions { touched_after: None }));
+        };
+        let parent = self.store.resolve(parent)?;
+        self.store.meta(&parent)?;
+        let touched_after =
+            if meta.parent.as_deref() == Some(parent.as_str()) { meta.copied_at() } else { None };
+        Ok((layer, Some(self.root(&parent)?), CompareOptions { touched_after }))
+    }
+}
+
+fn new_meta(id: &LayerId, parent: Option<&LayerId>, kind: LayerKind, copied_at: Option<(i64, u32)>, import: Option<ImportInfo>) -> LayerMeta {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    LayerMeta {
+        id: id.to_string(),
+        parent: parent.map(|p| p.to_string()),
+        kind,
+        driver: NAME.to_string(),
+        created: (now.as_secs() as i64, now.subsec_nanos()),
+        copied_at,
+        size_limit: None,
+        import,
+    }
+}
+
+fn import_info(r: &ApplyResult) -> ImportInfo {
+    ImportInfo { size: r.size, entries: r.entries, tar_bytes: r.tar_bytes, digest: r.digest.clone() }
+}
+
+impl Driver for VfsDriver {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn home(&self) -> &Path {
+        self.store.home()
+    }
+
+    fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn create(&self, id: &LayerId, parent: Option<&LayerId>, opts: &CreateOpts) -> Result<()> {
+        self.create_layer(id, parent, LayerKind::Ro, opts)
+    }
+
+    fn create_read_write(&self, id: &LayerId, parent: Option<&LayerId>, opts: &CreateOpts) -> Result<()> {
+        self.create_layer(id, parent, LayerKind::Rw, opts)
+    }
+
+    fn remove(&self, id: &LayerId) -> Result<()> {
+        let id = self.store.resolve(id)?;
+        let _lock = self.store.lock(&id);
+        let refs = self.refcount(&id);
+        if refs > 0 {
+            return Err(DriverError::Busy { id: id.to_string(), reason: format!("{refs} reference(s) from get") });
+        }
+        self.store.remove(&id)
+    }
+
+    fn get(&self, id: &LayerId, _mount_label: &str) -> Result<PathBuf> {
+        let id = self.store.resolve(id)?;
+        let _lock = self.store.lock(&id);
+        self.store.meta(&id)?;
+        let mut refs = self.refs.lock().unwrap_or_else(PoisonError::into_inner);
+        *refs.entry(id.to_string()).or_insert(0) += 1;
+        Ok(self.store.content_dir(&id))
+    }
+
+    fn put(&self, id: &LayerId) -> Result<()> {
+        let id = self.store.resolve(id)?;
+        let mut refs = self.refs.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = refs.get_mut(id.as_str()) {
+            *n -= 1;
+            if *n == 0 {
+                refs.remove(id.as_str());
+            }
+        }
+        Ok(())
+    }
+
+    fn exists(&self, id: &LayerId) -> bool {
+        self.store.resolve(id).map(|id| self.store.exists(&id)).unwrap_or(false)
+    }
+
+    fn status(&self) -> Vec<(String, String)> {
+        let layers = self.store.list().map(|l| l.len().to_string()).unwrap_or_else(|e| format!("error: {e}"));
+        vec![
+            ("Driver".into(), NAME.into()),
+            ("Home".into(), self.store.home().display().to_string()),
+            ("Backing Filesystem".into(), self.backing.clone()),
+            ("Supports d_type".into(), self.d_type.to_string()),
+            ("Layers".into(), layers),
+        ]
+    }
+
+    fn metadata(&self, id: &LayerId) -> Result<BTreeMap<String, String>> {
+        let id = self.store.resolve(id)?;
+        self.store.meta(&id)?;
+        let mut m = BTreeMap::new();
+        m.insert("SourceDir".into(), self.store.content_dir(&id).display().to_string());
+        m.insert("dir".into(), self.store.layer_dir(&id).display().to_string());
+        Ok(m)
+    }
+
+    fn cleanup(&self) -> Result<CleanupReport> {
+        self.store.cleanup()
+    }
+
+    fn diff(&self, id: &LayerId, parent: Option<&LayerId>, out: &mut dyn Write) -> Result<u64> {
+        let (layer, parent_root, opts) = self.compare(id, parent)?;
+        let stats = strata_layer::export_diff(&layer, parent_root.as_ref(), &opts, out)
+            .map_err(|source| DriverError::Export { id: id.to_string(), source })?;
+        Ok(stats.bytes)
+    }
+
+    fn changes(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<Vec<Change>> {
+        let (layer, parent_root, opts) = self.compare(id, parent)?;
+        strata_layer::changes(&layer, parent_root.as_ref(), &opts)
+            .map_err(|source| DriverError::Export { id: id.to_string(), source })
+    }
+
+    fn apply_diff(&self, id: &LayerId, parent: Option<&LayerId>, tar: &mut (dyn Read + Send)) -> Result<ApplyResult> {
+        let id = self.store.resolve(id)?;
+        let _lock = self.store.lock(&id);
+        let mut meta = self.store.meta(&id)?;
+        if let Some(p) = parent {
+            let p = self.store.resolve(p)?;
+            if meta.parent.as_deref() != Some(p.as_str()) {
+                return Err(DriverError::InvalidOption {
+                    id: id.to_string(),
+                    option: format!("parent={p}"),
+                    reason: format!("layer's parent is {}", meta.parent.as_deref().unwrap_or("none")),
+                });
+            }
+        }
+        let refs = self.refcount(&id);
+        if refs > 0 {
+            return Err(DriverError::Busy { id: id.to_string(), reason: format!("{refs} reference(s) from get") });
+        }
+        // Build the new content beside the old and swap them in one step,
+        // so a bad stream leaves the layer exactly as it was.
+        let (staging, _) = self.stage_copy(&id, Some(&id))?;
+        let result = self.apply_into(&id, &staging, tar)?;
+        meta.import = Some(import_info(&result));
+        self.store.commit_replace(staging, &meta)?;
+        Ok(result)
+    }
+
+    fn import(&self, id: &LayerId, parent: Option<&LayerId>, tar: &mut (dyn Read + Send)) -> Result<ApplyResult> {
+        let _lock = self.store.lock(id);
+        if self.store.exists(id) {
+            return Err(DriverError::AlreadyExists { id: id.to_string() });
+        }
+        let parent = self.check_parent(id, parent)?;
+        let (staging, copied_at) = self.stage_copy(id, parent.as_ref())?;
+        let result = self.apply_into(id, &staging, tar)?;
+        let meta = new_meta(id, parent.as_ref(), LayerKind::Ro, copied_at, Some(import_info(&result)));
+        self.store.commit_new(staging, &meta)?;
+        Ok(result)
+    }
+
+    fn diff_size(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<u64> {
+        let (layer, parent_root, opts) = self.compare(id, parent)?;
+        let changes = strata_layer::changes(&layer, parent_root.as_ref(), &opts)
+            .map_err(|source| DriverError::Export { id: id.to_string(), source })?;
+        strata_layer::changes_size(&layer, &changes)
+            .map_err(|source| DriverError::Export { id: id.to_string(), source })
+    }
+
+    fn diff_getter(&self, id: &LayerId) -> Result<Box<dyn FileGetter>> {
+        let id = self.store.resolve(id)?;
+        self.store.meta(&id)?;
+        Ok(Box::new(RootGetter { id: id.to_string(), root: self.root(&id)? }))
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { reproduces_exact_diffs: false }
+    }
+}
+
+/// Serves files by tar path from a layer root, resolved inside it.
+struct RootGetter {
+    id: String,
+    root: Root,
+}
+
+impl FileGetter for RootGetter {
+    fn get(&self, path: &[u8]) -> Result<Box<dyn Read + Send>> {
+        let fs = |source| DriverError::Fs { id: self.id.clone(), source };
+        let clean = strata_fs::clean_path(path).map_err(fs)?;
+        Ok(Box::new(self.root.open_file(&clean).map_err(fs)?))
+    }
+}
