@@ -27,7 +27,10 @@ fn opts() -> CreateOpts {
 /// A fresh home (and the temp dir that holds it, with room for sentinels
 /// beside it).
 fn setup(factory: Factory) -> (tempfile::TempDir, Box<dyn Driver>) {
-    let tmp = tempfile::Builder::new().prefix("strata-conf").tempdir_in("/var/tmp").unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix("strata-conf")
+        .tempdir_in("/var/tmp")
+        .unwrap();
     let d = factory(&tmp.path().join("home"));
     (tmp, d)
 }
@@ -50,7 +53,10 @@ fn view(d: &dyn Driver, i: &LayerId, o: &ManifestOptions) -> String {
 }
 
 fn no_dir_mtime() -> ManifestOptions {
-    ManifestOptions { no_dir_mtime: true, ..Default::default() }
+    ManifestOptions {
+        no_dir_mtime: true,
+        ..Default::default()
+    }
 }
 
 /// The entries of a tar: (header, data).
@@ -73,7 +79,10 @@ pub fn tar_entries(tar: &[u8]) -> Vec<(Header, Vec<u8>)> {
 }
 
 fn names(entries: &[(Header, Vec<u8>)]) -> Vec<String> {
-    entries.iter().map(|(h, _)| String::from_utf8_lossy(&h.path).into_owned()).collect()
+    entries
+        .iter()
+        .map(|(h, _)| String::from_utf8_lossy(&h.path).into_owned())
+        .collect()
 }
 
 /// A rich base layer: odd modes and owners, every file type, xattrs.
@@ -85,7 +94,12 @@ fn rich_tar() -> Vec<u8> {
         .file("a subdir/data", 0o640, b"some data")
         .owned(1000, 1000)
         .xattr("user.note", b"hello")
-        .xattr("security.capability", &[1, 0, 0, 2, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+        .xattr(
+            "security.capability",
+            &[
+                1, 0, 0, 2, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            ],
+        )
         .hardlink("a subdir/link", "a subdir/data")
         .symlink("abs", "/a subdir/data")
         .symlink("rel", "a subdir")
@@ -107,8 +121,15 @@ pub fn p01_create_empty(factory: Factory) {
     let md = fs::metadata(&p).unwrap();
     assert!(md.is_dir());
     assert_eq!(md.mode() & 0o7777, 0o755);
-    let me = (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw());
-    assert_eq!((md.uid(), md.gid()), me, "owned by the driver's user (root: 0:0)");
+    let me = (
+        rustix::process::geteuid().as_raw(),
+        rustix::process::getegid().as_raw(),
+    );
+    assert_eq!(
+        (md.uid(), md.gid()),
+        me,
+        "owned by the driver's user (root: 0:0)"
+    );
     assert_eq!(fs::read_dir(&p).unwrap().count(), 0, "a new layer is empty");
     d.put(&base).unwrap();
     d.remove(&base).unwrap();
@@ -126,10 +147,16 @@ pub fn p02_create_snapshot_shows_parent(factory: Factory) {
     let full = ManifestOptions::default();
     let want = view(d.as_ref(), &base, &full);
     assert!(want.contains("a file type=f mode=4222"), "{want}");
-    assert!(want.contains("a subdir type=d mode=1705 uid=1 gid=2"), "{want}");
+    assert!(
+        want.contains("a subdir type=d mode=1705 uid=1 gid=2"),
+        "{want}"
+    );
     assert!(want.contains("hardlink=a subdir/data"), "{want}");
     assert!(want.contains("xattr.security.capability="), "{want}");
-    assert!(want.contains("null type=c mode=666 uid=0 gid=0 rdev=1,3"), "{want}");
+    assert!(
+        want.contains("null type=c mode=666 uid=0 gid=0 rdev=1,3"),
+        "{want}"
+    );
     assert_eq!(view(d.as_ref(), &child, &full), want);
     let rw = id("rw");
     d.create_read_write(&rw, Some(&child), &opts()).unwrap();
@@ -138,21 +165,40 @@ pub fn p02_create_snapshot_shows_parent(factory: Factory) {
 
 pub fn p03_missing_parent_and_duplicate(factory: Factory) {
     let (_t, d) = setup(factory);
-    let e = d.create(&id("orphan"), Some(&id("nope")), &opts()).unwrap_err();
+    let e = d
+        .create(&id("orphan"), Some(&id("nope")), &opts())
+        .unwrap_err();
     assert!(matches!(e, DriverError::MissingParent { .. }), "{e}");
     assert!(e.to_string().contains("nope"), "{e}");
     assert!(!d.exists(&id("orphan")));
     assert!(d.list().unwrap().is_empty(), "nothing left behind");
-    let e = d.import(&id("orphan"), Some(&id("nope")), &mut &TarBuilder::new().build()[..]).unwrap_err();
+    let e = d
+        .import(
+            &id("orphan"),
+            Some(&id("nope")),
+            &mut &TarBuilder::new().build()[..],
+        )
+        .unwrap_err();
     assert!(matches!(e, DriverError::MissingParent { .. }), "{e}");
 
-    let a = layer(d.as_ref(), "a", None, &TarBuilder::new().file("keep", 0o644, b"1").build());
+    let a = layer(
+        d.as_ref(),
+        "a",
+        None,
+        &TarBuilder::new().file("keep", 0o644, b"1").build(),
+    );
     let e = d.create(&a, None, &opts()).unwrap_err();
     assert!(matches!(e, DriverError::AlreadyExists { .. }), "{e}");
-    let e = d.import(&a, None, &mut &TarBuilder::new().build()[..]).unwrap_err();
+    let e = d
+        .import(&a, None, &mut &TarBuilder::new().build()[..])
+        .unwrap_err();
     assert!(matches!(e, DriverError::AlreadyExists { .. }), "{e}");
     let p = d.get(&a, "").unwrap();
-    assert_eq!(fs::read(p.join("keep")).unwrap(), b"1", "the existing layer is untouched");
+    assert_eq!(
+        fs::read(p.join("keep")).unwrap(),
+        b"1",
+        "the existing layer is untouched"
+    );
     d.put(&a).unwrap();
 }
 
@@ -184,9 +230,17 @@ pub fn p04_storage_options(factory: Factory) {
 pub fn p05_remove_semantics(factory: Factory) {
     let (_t, d) = setup(factory);
     d.remove(&id("never-existed")).unwrap();
-    assert!(LayerId::new("").is_err(), "an empty id is refused at the edge");
+    assert!(
+        LayerId::new("").is_err(),
+        "an empty id is refused at the edge"
+    );
     assert!(LayerId::new("../x").is_err());
-    let base = layer(d.as_ref(), "base", None, &TarBuilder::new().file("f", 0o644, b"x").build());
+    let base = layer(
+        d.as_ref(),
+        "base",
+        None,
+        &TarBuilder::new().file("f", 0o644, b"x").build(),
+    );
     d.create(&id("child"), Some(&base), &opts()).unwrap();
     let e = d.remove(&base).unwrap_err();
     assert!(matches!(e, DriverError::HasChildren { .. }), "{e}");
@@ -202,7 +256,9 @@ pub fn p06_deep_chain_128(factory: Factory) {
     let (_t, d) = setup(factory);
     let mut parent: Option<LayerId> = None;
     for i in 0..128 {
-        let tar = TarBuilder::new().file(&format!("f{i:03}"), 0o644, format!("layer {i}").as_bytes()).build();
+        let tar = TarBuilder::new()
+            .file(&format!("f{i:03}"), 0o644, format!("layer {i}").as_bytes())
+            .build();
         let l = id(&format!("l{i:03}"));
         d.import(&l, parent.as_ref(), &mut &tar[..]).unwrap();
         parent = Some(l);
@@ -210,14 +266,22 @@ pub fn p06_deep_chain_128(factory: Factory) {
     let top = parent.unwrap();
     let p = d.get(&top, "").unwrap();
     for i in 0..128 {
-        assert_eq!(fs::read(p.join(format!("f{i:03}"))).unwrap(), format!("layer {i}").as_bytes());
+        assert_eq!(
+            fs::read(p.join(format!("f{i:03}"))).unwrap(),
+            format!("layer {i}").as_bytes()
+        );
     }
     d.put(&top).unwrap();
 }
 
 pub fn p07_get_put_refcount(factory: Factory) {
     let (_t, d) = setup(factory);
-    let base = layer(d.as_ref(), "base", None, &TarBuilder::new().file("f", 0o644, b"x").build());
+    let base = layer(
+        d.as_ref(),
+        "base",
+        None,
+        &TarBuilder::new().file("f", 0o644, b"x").build(),
+    );
     let rw = id("rw");
     d.create_read_write(&rw, Some(&base), &opts()).unwrap();
     let p1 = d.get(&rw, "").unwrap();
@@ -225,7 +289,11 @@ pub fn p07_get_put_refcount(factory: Factory) {
     assert_eq!(p1, p2);
     assert!(p1.is_absolute());
     d.put(&rw).unwrap();
-    assert_eq!(fs::read(p1.join("f")).unwrap(), b"x", "still usable after one of two puts");
+    assert_eq!(
+        fs::read(p1.join("f")).unwrap(),
+        b"x",
+        "still usable after one of two puts"
+    );
     d.put(&rw).unwrap();
     d.put(&rw).unwrap(); // an extra put is harmless
     assert!(d.exists(&rw));
@@ -236,7 +304,12 @@ pub fn p07_get_put_refcount(factory: Factory) {
 
 pub fn p08_rw_writes_do_not_leak(factory: Factory) {
     let (_t, d) = setup(factory);
-    let base = layer(d.as_ref(), "base", None, &TarBuilder::new().file("f", 0o644, b"base").build());
+    let base = layer(
+        d.as_ref(),
+        "base",
+        None,
+        &TarBuilder::new().file("f", 0o644, b"base").build(),
+    );
     let (a, b) = (id("a"), id("b"));
     d.create_read_write(&a, Some(&base), &opts()).unwrap();
     d.create_read_write(&b, Some(&base), &opts()).unwrap();
@@ -253,13 +326,22 @@ pub fn p08_rw_writes_do_not_leak(factory: Factory) {
 }
 
 pub fn p09_recovers_after_crash(factory: Factory) {
-    let tmp = tempfile::Builder::new().prefix("strata-conf").tempdir_in("/var/tmp").unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix("strata-conf")
+        .tempdir_in("/var/tmp")
+        .unwrap();
     let home = tmp.path().join("home");
     {
         let d = factory(&home);
-        layer(d.as_ref(), "base", None, &TarBuilder::new().file("f", 0o644, b"x").build());
+        layer(
+            d.as_ref(),
+            "base",
+            None,
+            &TarBuilder::new().file("f", 0o644, b"x").build(),
+        );
         let rw = id("rw");
-        d.create_read_write(&rw, Some(&id("base")), &opts()).unwrap();
+        d.create_read_write(&rw, Some(&id("base")), &opts())
+            .unwrap();
         // A crash: a reference taken and never dropped, an import and a
         // removal interrupted half-way.
         d.get(&rw, "").unwrap();
@@ -268,8 +350,14 @@ pub fn p09_recovers_after_crash(factory: Factory) {
         fs::write(home.join("gone-removing/diff/sub/f"), b"x").unwrap();
     }
     let d = factory(&home);
-    assert!(!home.join("staging/0123456789abcdef").exists(), "staging swept at open");
-    assert!(!home.join("gone-removing").exists(), "interrupted removal finished at open");
+    assert!(
+        !home.join("staging/0123456789abcdef").exists(),
+        "staging swept at open"
+    );
+    assert!(
+        !home.join("gone-removing").exists(),
+        "interrupted removal finished at open"
+    );
     let rw = id("rw");
     assert!(d.exists(&rw) && d.exists(&id("base")));
     let p = d.get(&rw, "").unwrap();
@@ -282,12 +370,23 @@ pub fn p09_recovers_after_crash(factory: Factory) {
 pub fn p10_cleanup_sweeps(factory: Factory) {
     let (t, d) = setup(factory);
     let home = t.path().join("home");
-    layer(d.as_ref(), "base", None, &TarBuilder::new().file("f", 0o644, b"x").build());
+    layer(
+        d.as_ref(),
+        "base",
+        None,
+        &TarBuilder::new().file("f", 0o644, b"x").build(),
+    );
     fs::create_dir_all(home.join("old-removing/diff")).unwrap();
     fs::create_dir_all(home.join("staging/feedfacefeedface/diff")).unwrap();
     let r = d.cleanup().unwrap();
-    assert!(r.removals_finished.contains(&"old-removing".to_string()), "{r:?}");
-    assert!(r.staging_removed.contains(&"feedfacefeedface".to_string()), "{r:?}");
+    assert!(
+        r.removals_finished.contains(&"old-removing".to_string()),
+        "{r:?}"
+    );
+    assert!(
+        r.staging_removed.contains(&"feedfacefeedface".to_string()),
+        "{r:?}"
+    );
     assert!(r.errors.is_empty(), "{r:?}");
     assert!(!home.join("old-removing").exists());
     assert!(d.exists(&id("base")), "cleanup keeps complete layers");
@@ -344,7 +443,10 @@ pub fn p11_diff_full_and_changes_only(factory: Factory) {
             assert!(data.is_empty() && h.size == 0);
         }
         assert!(!h.xattrs.iter().any(|(k, _)| k.starts_with(b"trusted.overlay.") || k.starts_with(b"user.overlay.")));
-        assert!(!(h.kind == EntryKind::CharDevice && h.dev_major == 0 && h.dev_minor == 0), "no overlay whiteout devices leak");
+        assert!(
+            !(h.kind == EntryKind::CharDevice && h.dev_major == 0 && h.dev_minor == 0),
+            "no overlay whiteout devices leak"
+        );
     }
     let a = entries.iter().find(|(h, _)| h.path == b"a").unwrap();
     assert_eq!(a.1, b"AAAAAAAA");
@@ -365,9 +467,17 @@ pub fn p12_diff_apply_round_trip(factory: Factory) {
     let want_size = d.diff_size(&upper, Some(&base)).unwrap();
     let applied = id("applied");
     d.create(&applied, Some(&base), &opts()).unwrap();
-    let r = d.apply_diff(&applied, Some(&base), &mut &delta[..]).unwrap();
-    assert_eq!(r.size, want_size, "ApplyDiff size == DiffSize for the same driver");
-    assert_eq!(view(d.as_ref(), &applied, &no_dir_mtime()), view(d.as_ref(), &upper, &no_dir_mtime()));
+    let r = d
+        .apply_diff(&applied, Some(&base), &mut &delta[..])
+        .unwrap();
+    assert_eq!(
+        r.size, want_size,
+        "ApplyDiff size == DiffSize for the same driver"
+    );
+    assert_eq!(
+        view(d.as_ref(), &applied, &no_dir_mtime()),
+        view(d.as_ref(), &upper, &no_dir_mtime())
+    );
 }
 
 pub fn p13_apply_entry_types(factory: Factory) {
@@ -385,7 +495,12 @@ pub fn p13_apply_entry_types(factory: Factory) {
         .node("bdev", EntryKind::BlockDevice, 0o600, 7, 1)
         .node("fifo", EntryKind::Fifo, 0o644, 0, 0)
         .file("cap", 0o755, b"#!/bin/true")
-        .xattr("security.capability", &[0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+        .xattr(
+            "security.capability",
+            &[
+                0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            ],
+        )
         .file(&long, 0o644, b"long name")
         .file_raw(b"caf\xe9-latin1", 0o644, b"non-utf8")
         .build();
@@ -433,9 +548,18 @@ pub fn p13_apply_entry_types(factory: Factory) {
     let p = d.get(&s, "").unwrap();
     let md = fs::metadata(p.join("sparse")).unwrap();
     assert_eq!(md.len(), 64 << 20);
-    assert!(md.blocks() * 512 < 8 << 20, "holes kept: {} blocks", md.blocks());
+    assert!(
+        md.blocks() * 512 < 8 << 20,
+        "holes kept: {} blocks",
+        md.blocks()
+    );
     let mut buf = [0u8; 6];
-    std::os::unix::fs::FileExt::read_exact_at(&fs::File::open(p.join("sparse")).unwrap(), &mut buf, 32 << 20).unwrap();
+    std::os::unix::fs::FileExt::read_exact_at(
+        &fs::File::open(p.join("sparse")).unwrap(),
+        &mut buf,
+        32 << 20,
+    )
+    .unwrap();
     assert_eq!(&buf, b"middle");
     d.put(&s).unwrap();
 }
@@ -504,8 +628,15 @@ pub fn p13_apply_rejects_bad_streams(factory: Factory) {
         let e = d.apply_diff(&l, None, &mut &tar[..]).unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains(needle) && !msg.contains('\n'), "{what}: {msg}");
-        assert!(msg.contains("layer l"), "{what}: error names the layer: {msg}");
-        assert_eq!(view(d.as_ref(), &l, &ManifestOptions::default()), before, "{what}: layer untouched");
+        assert!(
+            msg.contains("layer l"),
+            "{what}: error names the layer: {msg}"
+        );
+        assert_eq!(
+            view(d.as_ref(), &l, &ManifestOptions::default()),
+            before,
+            "{what}: layer untouched"
+        );
         let fresh = id("fresh");
         assert!(d.import(&fresh, None, &mut &tar[..]).is_err(), "{what}");
         assert!(!d.exists(&fresh), "{what}: no layer created");
@@ -547,15 +678,24 @@ pub fn p14_opaque_and_whiteouts(factory: Factory) {
     );
     let p = d.get(&top, "").unwrap();
     let list = |dir: &str| -> Vec<String> {
-        let mut v: Vec<String> =
-            fs::read_dir(p.join(dir)).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let mut v: Vec<String> = fs::read_dir(p.join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         v.sort();
         v
     };
     assert_eq!(list("d"), ["new"], "opaque hides everything from below");
-    assert_eq!(list("e"), ["new2"], "an opaque marker after its siblings keeps them");
+    assert_eq!(
+        list("e"),
+        ["new2"],
+        "an opaque marker after its siblings keeps them"
+    );
     assert!(!p.join("gone").exists() && !p.join("f").exists());
-    assert!(!p.join("d/.wh..wh..opq").exists() && !p.join(".wh.f").exists(), "markers are not stored as files");
+    assert!(
+        !p.join("d/.wh..wh..opq").exists() && !p.join(".wh.f").exists(),
+        "markers are not stored as files"
+    );
     d.put(&top).unwrap();
 }
 
@@ -563,15 +703,20 @@ pub fn p15_changes_kinds(factory: Factory) {
     let (_t, d) = setup(factory);
     let (base, child) = parent_and_child(d.as_ref());
     let all = d.changes(&base, None).unwrap();
-    assert!(!all.is_empty() && all.iter().all(|c| c.kind == ChangeKind::Add), "{all:?}");
+    assert!(
+        !all.is_empty() && all.iter().all(|c| c.kind == ChangeKind::Add),
+        "{all:?}"
+    );
     let got: Vec<(String, u8)> = d
         .changes(&child, Some(&base))
         .unwrap()
         .iter()
         .map(|c| (String::from_utf8_lossy(&c.path).into_owned(), c.kind as u8))
         .collect();
-    let want: Vec<(String, u8)> =
-        [("/a", 0), ("/b", 2), ("/c", 1), ("/d", 2)].iter().map(|(p, k)| (p.to_string(), *k)).collect();
+    let want: Vec<(String, u8)> = [("/a", 0), ("/b", 2), ("/c", 1), ("/d", 2)]
+        .iter()
+        .map(|(p, k)| (p.to_string(), *k))
+        .collect();
     assert_eq!(got, want);
 
     // Parent directories of a change are reported as modified.
@@ -586,12 +731,23 @@ pub fn p15_changes_kinds(factory: Factory) {
         .iter()
         .map(|c| (String::from_utf8_lossy(&c.path).into_owned(), c.kind as u8))
         .collect();
-    assert_eq!(got, [("/keep".to_string(), 0), ("/keep/added".to_string(), 1)]);
+    assert_eq!(
+        got,
+        [("/keep".to_string(), 0), ("/keep/added".to_string(), 1)]
+    );
 }
 
 pub fn p16_same_second_change(factory: Factory) {
     let (_t, d) = setup(factory);
-    let base = layer(d.as_ref(), "base", None, &TarBuilder::new().file("f", 0o644, b"aaaa").mtime(EPOCH, 0).build());
+    let base = layer(
+        d.as_ref(),
+        "base",
+        None,
+        &TarBuilder::new()
+            .file("f", 0o644, b"aaaa")
+            .mtime(EPOCH, 0)
+            .build(),
+    );
     let rw = id("rw");
     d.create_read_write(&rw, Some(&base), &opts()).unwrap();
     let p = d.get(&rw, "").unwrap();
@@ -599,12 +755,16 @@ pub fn p16_same_second_change(factory: Factory) {
     // Same size, and the mtime put back to the parent's exactly: only the
     // content differs.
     let f = fs::File::options().write(true).open(p.join("f")).unwrap();
-    f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(EPOCH as u64)).unwrap();
+    f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(EPOCH as u64))
+        .unwrap();
     drop(f);
     d.put(&rw).unwrap();
     let changes = d.changes(&rw, Some(&base)).unwrap();
     assert_eq!(changes.len(), 1, "{changes:?}");
-    assert_eq!((changes[0].path.as_slice(), changes[0].kind), (&b"/f"[..], ChangeKind::Modify));
+    assert_eq!(
+        (changes[0].path.as_slice(), changes[0].kind),
+        (&b"/f"[..], ChangeKind::Modify)
+    );
     let mut delta = Vec::new();
     d.diff(&rw, Some(&base), &mut delta).unwrap();
     let e = tar_entries(&delta);
@@ -656,16 +816,31 @@ pub fn p17_exact_reexport_with_tar_split(factory: Factory) {
     let rebuilt = t.path().join("rebuilt.tar");
     let dir = d.get(&l, "").unwrap();
     let asm = |out: &Path| {
-        Command::new("tar-split").args(["asm", "--input"]).arg(&rec).arg("--path").arg(&dir).arg("--output").arg(out).output().unwrap()
+        Command::new("tar-split")
+            .args(["asm", "--input"])
+            .arg(&rec)
+            .arg("--path")
+            .arg(&dir)
+            .arg("--output")
+            .arg(out)
+            .output()
+            .unwrap()
     };
     assert!(asm(&rebuilt).status.success());
     assert_eq!(fs::read(&rebuilt).unwrap(), tar, "byte-identical re-export");
     // The getter serves the same bytes by tar path.
     let getter = d.diff_getter(&l).unwrap();
     let mut s = Vec::new();
-    getter.get(b"etc/os-release").unwrap().read_to_end(&mut s).unwrap();
+    getter
+        .get(b"etc/os-release")
+        .unwrap()
+        .read_to_end(&mut s)
+        .unwrap();
     assert_eq!(s, b"NAME=strata\n");
-    assert!(getter.get(b"../../etc/passwd").is_err(), "the getter stays inside the layer");
+    assert!(
+        getter.get(b"../../etc/passwd").is_err(),
+        "the getter stays inside the layer"
+    );
     // A changed file breaks the checksum: a hard error.
     fs::write(dir.join("etc/os-release"), b"NAME=tamper\n").unwrap();
     let out = asm(&t.path().join("bad.tar"));
@@ -682,13 +857,35 @@ pub fn p18_hostile_tar_contained(factory: Factory) {
     let before = sentinel();
     let out = outside.to_string_lossy().into_owned();
     let rejected = [
-        ("dotdot", TarBuilder::new().file("../outside/secret", 0o644, b"pwned").build()),
-        ("climb", TarBuilder::new().file("a/../../../outside/x", 0o644, b"x").build()),
-        ("rel symlink out", TarBuilder::new().symlink("l", "../../outside").build()),
-        ("hardlink out", TarBuilder::new().hardlink("h", "../outside/secret").build()),
+        (
+            "dotdot",
+            TarBuilder::new()
+                .file("../outside/secret", 0o644, b"pwned")
+                .build(),
+        ),
+        (
+            "climb",
+            TarBuilder::new()
+                .file("a/../../../outside/x", 0o644, b"x")
+                .build(),
+        ),
+        (
+            "rel symlink out",
+            TarBuilder::new().symlink("l", "../../outside").build(),
+        ),
+        (
+            "hardlink out",
+            TarBuilder::new().hardlink("h", "../outside/secret").build(),
+        ),
         // The symlink's target does not exist inside the layer; moby's
         // chroot fails here too. Refusing is safe; following it out is not.
-        ("write through dangling abs symlink", TarBuilder::new().symlink("l", &out).file("l/secret", 0o644, b"pwned").build()),
+        (
+            "write through dangling abs symlink",
+            TarBuilder::new()
+                .symlink("l", &out)
+                .file("l/secret", 0o644, b"pwned")
+                .build(),
+        ),
     ];
     for (what, tar) in rejected {
         let l = id("evil");
@@ -698,41 +895,84 @@ pub fn p18_hostile_tar_contained(factory: Factory) {
         assert_eq!(sentinel(), before, "{what}");
     }
     let contained = [
-        ("absolute", TarBuilder::new().file(&format!("{out}/secret"), 0o644, b"pwned").build()),
+        (
+            "absolute",
+            TarBuilder::new()
+                .file(&format!("{out}/secret"), 0o644, b"pwned")
+                .build(),
+        ),
         (
             "abs symlink then write",
-            TarBuilder::new().dir(&out, 0o755).symlink("l", &out).file("l/secret", 0o644, b"pwned").build(),
+            TarBuilder::new()
+                .dir(&out, 0o755)
+                .symlink("l", &out)
+                .file("l/secret", 0o644, b"pwned")
+                .build(),
         ),
-        ("root symlink then write", TarBuilder::new().symlink("r", "/").file(&format!("r{out}/new"), 0o644, b"x").build()),
+        (
+            "root symlink then write",
+            TarBuilder::new()
+                .symlink("r", "/")
+                .file(&format!("r{out}/new"), 0o644, b"x")
+                .build(),
+        ),
     ];
     for (i, (what, tar)) in contained.into_iter().enumerate() {
         let l = id(&format!("ok{i}"));
-        d.import(&l, None, &mut &tar[..]).unwrap_or_else(|e| panic!("{what}: {e}"));
+        d.import(&l, None, &mut &tar[..])
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
         assert_eq!(sentinel(), before, "{what}");
     }
     for i in 0..2 {
         let l = id(&format!("ok{i}"));
         let p = d.get(&l, "").unwrap();
         let inside = PathBuf::from(format!("{}{out}/secret", p.display()));
-        assert_eq!(fs::read(inside).unwrap(), b"pwned", "case {i}: the write lands inside the layer");
+        assert_eq!(
+            fs::read(inside).unwrap(),
+            b"pwned",
+            "case {i}: the write lands inside the layer"
+        );
         d.put(&l).unwrap();
     }
 }
 
 pub fn p21_home_private(factory: Factory) {
     let (t, d) = setup(factory);
-    layer(d.as_ref(), "base", None, &TarBuilder::new().file("suid", 0o4755, b"x").build());
-    let mode = fs::metadata(t.path().join("home")).unwrap().permissions().mode();
+    layer(
+        d.as_ref(),
+        "base",
+        None,
+        &TarBuilder::new().file("suid", 0o4755, b"x").build(),
+    );
+    let mode = fs::metadata(t.path().join("home"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o700, "home is private: {mode:o}");
-    assert_eq!(fs::metadata(d.home()).unwrap().permissions().mode() & 0o077, 0);
+    assert_eq!(
+        fs::metadata(d.home()).unwrap().permissions().mode() & 0o077,
+        0
+    );
 }
 
 pub fn apply_diff_failure_keeps_layer(factory: Factory) {
     let (_t, d) = setup(factory);
-    let l = layer(d.as_ref(), "l", None, &TarBuilder::new().file("a", 0o644, b"1").dir("dir", 0o755).build());
+    let l = layer(
+        d.as_ref(),
+        "l",
+        None,
+        &TarBuilder::new()
+            .file("a", 0o644, b"1")
+            .dir("dir", 0o755)
+            .build(),
+    );
     let before = view(d.as_ref(), &l, &ManifestOptions::default());
     // Good entries first, then a bad one: nothing of it may land.
-    let bad = TarBuilder::new().file("b", 0o644, b"2").whiteout("a").file("../escape", 0o644, b"x").build();
+    let bad = TarBuilder::new()
+        .file("b", 0o644, b"2")
+        .whiteout("a")
+        .file("../escape", 0o644, b"x")
+        .build();
     let e = d.apply_diff(&l, None, &mut &bad[..]).unwrap_err();
     assert!(e.to_string().contains("../escape"), "{e}");
     assert_eq!(view(d.as_ref(), &l, &ManifestOptions::default()), before);
@@ -744,8 +984,11 @@ pub fn concurrent_layers(factory: Factory) {
     std::thread::scope(|s| {
         for i in 0..8 {
             s.spawn(move || {
-                let tar = TarBuilder::new().file("f", 0o644, format!("{i}").as_bytes()).build();
-                d.import(&id(&format!("c{i}")), None, &mut &tar[..]).unwrap();
+                let tar = TarBuilder::new()
+                    .file("f", 0o644, format!("{i}").as_bytes())
+                    .build();
+                d.import(&id(&format!("c{i}")), None, &mut &tar[..])
+                    .unwrap();
             });
         }
     });
@@ -757,7 +1000,9 @@ pub fn concurrent_layers(factory: Factory) {
     }
     // Racing creates of one id: exactly one wins.
     let wins: usize = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..6).map(|_| s.spawn(move || d.create(&id("race"), None, &opts()).is_ok())).collect();
+        let hs: Vec<_> = (0..6)
+            .map(|_| s.spawn(move || d.create(&id("race"), None, &opts()).is_ok()))
+            .collect();
         hs.into_iter().map(|h| h.join().unwrap() as usize).sum()
     });
     assert_eq!(wins, 1);

@@ -2,7 +2,7 @@
 //! and 21): every case takes a factory that opens a driver on a fresh home,
 //! so each driver runs the same cases unchanged through [`suite!`]:
 //!
-//! ```ignore
+//! ```text
 //! strata_conformance::suite!(|home| strata_driver::open(Some("vfs"), home, &[]).unwrap());
 //! ```
 //!

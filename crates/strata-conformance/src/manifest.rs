@@ -32,7 +32,9 @@ pub fn manifest(root: &Path, opts: &ManifestOptions) -> String {
     let mut first_of_inode: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
     for (path, md) in &entries {
         if !md.is_dir() && md.nlink() > 1 {
-            first_of_inode.entry((md.dev(), md.ino())).or_insert_with(|| path.clone());
+            first_of_inode
+                .entry((md.dev(), md.ino()))
+                .or_insert_with(|| path.clone());
         }
     }
     let mut out = String::new();
@@ -66,12 +68,19 @@ pub fn manifest(root: &Path, opts: &ManifestOptions) -> String {
             let _ = write!(out, " size={} sha256={}", md.len(), sha256_file(&full));
         }
         if ft.is_symlink() {
-            let target = fs::read_link(&full).map(|t| t.as_os_str().as_bytes().to_vec()).unwrap_or_default();
+            let target = fs::read_link(&full)
+                .map(|t| t.as_os_str().as_bytes().to_vec())
+                .unwrap_or_default();
             let _ = write!(out, " target={}", strata_fs::display_path(&target));
         }
         if ft.is_char_device() || ft.is_block_device() {
             let rdev = md.rdev();
-            let _ = write!(out, " rdev={},{}", rustix::fs::major(rdev), rustix::fs::minor(rdev));
+            let _ = write!(
+                out,
+                " rdev={},{}",
+                rustix::fs::major(rdev),
+                rustix::fs::minor(rdev)
+            );
         }
         if let Some(first) = first_of_inode.get(&(md.dev(), md.ino())) {
             let _ = write!(out, " hardlink={}", strata_fs::display_path(first));
@@ -100,7 +109,9 @@ fn collect(root: &Path, rel: Vec<u8>, out: &mut BTreeMap<Vec<u8>, fs::Metadata>)
             p.push(b'/');
         }
         p.extend_from_slice(ent.file_name().as_bytes());
-        let Ok(md) = fs::symlink_metadata(ent.path()) else { continue };
+        let Ok(md) = fs::symlink_metadata(ent.path()) else {
+            continue;
+        };
         let is_dir = md.is_dir();
         out.insert(p.clone(), md);
         if is_dir {
@@ -111,7 +122,9 @@ fn collect(root: &Path, rel: Vec<u8>, out: &mut BTreeMap<Vec<u8>, fs::Metadata>)
 
 fn sha256_file(p: &Path) -> String {
     let mut h = Sha256::new();
-    let Ok(mut f) = fs::File::open(p) else { return "unreadable".into() };
+    let Ok(mut f) = fs::File::open(p) else {
+        return "unreadable".into();
+    };
     let mut buf = vec![0u8; 1 << 16];
     loop {
         match f.read(&mut buf) {
@@ -126,7 +139,9 @@ fn sha256_file(p: &Path) -> String {
 /// All xattrs of `p` (not following a symlink), sorted by name.
 pub fn xattrs(p: &Path) -> Vec<(String, Vec<u8>)> {
     let mut names = vec![0u8; 65536];
-    let Ok(n) = rustix::fs::llistxattr(p, &mut names[..]) else { return Vec::new() };
+    let Ok(n) = rustix::fs::llistxattr(p, &mut names[..]) else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
     for name in names[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
         let mut val = vec![0u8; 65536];

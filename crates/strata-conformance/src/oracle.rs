@@ -12,7 +12,9 @@ use strata_tar::EntryKind;
 
 use crate::tarbuild::TarBuilder;
 
-const CAP: &[u8] = &[1, 0, 0, 2, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+const CAP: &[u8] = &[
+    1, 0, 0, 2, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+];
 
 /// The four layer tars, base first.
 pub fn layers() -> Vec<Vec<u8>> {
@@ -52,7 +54,11 @@ pub fn layers() -> Vec<Vec<u8>> {
         .build();
     let l2 = TarBuilder::new()
         .dir("etc", 0o755)
-        .file("etc/passwd", 0o644, b"root:x:0:0::/root:/bin/sh\nuser:x:1000:1000::/home:/bin/sh\n")
+        .file(
+            "etc/passwd",
+            0o644,
+            b"root:x:0:0::/root:/bin/sh\nuser:x:1000:1000::/home:/bin/sh\n",
+        )
         .whiteout("etc/shadow")
         .dir("var", 0o755)
         .dir("var/lib", 0o751)
@@ -95,8 +101,15 @@ pub fn layers() -> Vec<Vec<u8>> {
 pub fn umoci_unpack(work: &Path, layers: &[Vec<u8>]) -> std::path::PathBuf {
     let image = work.join("image");
     let run = |args: &[&str]| {
-        let out = Command::new("umoci").args(args).output().expect("run umoci");
-        assert!(out.status.success(), "umoci {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("umoci")
+            .args(args)
+            .output()
+            .expect("run umoci");
+        assert!(
+            out.status.success(),
+            "umoci {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     let img = image.to_string_lossy().into_owned();
     run(&["init", "--layout", &img]);
@@ -104,9 +117,20 @@ pub fn umoci_unpack(work: &Path, layers: &[Vec<u8>]) -> std::path::PathBuf {
     for (i, tar) in layers.iter().enumerate() {
         let p = work.join(format!("layer{i}.tar"));
         fs::write(&p, tar).expect("write layer tar");
-        run(&["raw", "add-layer", "--image", &format!("{img}:t"), &p.to_string_lossy()]);
+        run(&[
+            "raw",
+            "add-layer",
+            "--image",
+            &format!("{img}:t"),
+            &p.to_string_lossy(),
+        ]);
     }
     let bundle = work.join("bundle");
-    run(&["unpack", "--image", &format!("{img}:t"), &bundle.to_string_lossy()]);
+    run(&[
+        "unpack",
+        "--image",
+        &format!("{img}:t"),
+        &bundle.to_string_lossy(),
+    ]);
     bundle.join("rootfs")
 }

@@ -115,7 +115,8 @@ impl TarBuilder {
     pub fn build(self) -> Vec<u8> {
         let mut w = TarWriter::new(Vec::new());
         for (h, data) in &self.entries {
-            w.append(h, &mut &data[..]).expect("writing to a Vec cannot fail");
+            w.append(h, &mut &data[..])
+                .expect("writing to a Vec cannot fail");
         }
         w.finish().expect("writing to a Vec cannot fail")
     }

@@ -10,7 +10,10 @@ fn vfs_matches_umoci() {
     if !require_root("vfs_matches_umoci") {
         return;
     }
-    let work = tempfile::Builder::new().prefix("strata-oracle").tempdir_in("/var/tmp").unwrap();
+    let work = tempfile::Builder::new()
+        .prefix("strata-oracle")
+        .tempdir_in("/var/tmp")
+        .unwrap();
     let layers = oracle::layers();
     let rootfs = oracle::umoci_unpack(work.path(), &layers);
     let d = strata_driver::open(Some("vfs"), &work.path().join("home"), &[]).unwrap();
@@ -25,7 +28,10 @@ fn vfs_matches_umoci() {
     // Directory mtimes are left out: umoci and Strata both restore them,
     // but a whiteout applied later legitimately bumps a parent's mtime in
     // one implementation's order and not the other's.
-    let opts = ManifestOptions { no_dir_mtime: true, ..Default::default() };
+    let opts = ManifestOptions {
+        no_dir_mtime: true,
+        ..Default::default()
+    };
     let ours = manifest(&merged, &opts);
     let theirs = manifest(&rootfs, &opts);
     d.put(&top).unwrap();

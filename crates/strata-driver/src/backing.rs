@@ -46,8 +46,18 @@ pub fn supports_d_type(dir: impl AsFd) -> rustix::io::Result<bool> {
     let probe = format!(".d_type-probe-{:016x}", rand::random::<u64>());
     rustix::fs::mkdirat(&dir, probe.as_str(), Mode::from_raw_mode(0o700))?;
     let result = (|| {
-        let pd = rustix::fs::openat(&dir, probe.as_str(), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
-        rustix::fs::openat(&pd, "f", OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC, Mode::from_raw_mode(0o600))?;
+        let pd = rustix::fs::openat(
+            &dir,
+            probe.as_str(),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        rustix::fs::openat(
+            &pd,
+            "f",
+            OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )?;
         let mut known = false;
         for ent in rustix::fs::Dir::read_from(&pd)? {
             let ent = ent?;

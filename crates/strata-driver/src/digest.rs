@@ -16,7 +16,11 @@ pub struct DigestReader<R> {
 impl<R: Read> DigestReader<R> {
     /// Starts hashing `inner`.
     pub fn new(inner: R) -> Self {
-        DigestReader { inner, hasher: Sha256::new(), bytes: 0 }
+        DigestReader {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
     }
 
     /// Reads the rest of the stream (engines send trailing padding after
@@ -24,7 +28,10 @@ impl<R: Read> DigestReader<R> {
     /// `("sha256:<hex>", bytes)`.
     pub fn finish(mut self) -> io::Result<(String, u64)> {
         io::copy(&mut self, &mut io::sink())?;
-        Ok((format!("sha256:{}", hex::encode(self.hasher.finalize())), self.bytes))
+        Ok((
+            format!("sha256:{}", hex::encode(self.hasher.finalize())),
+            self.bytes,
+        ))
     }
 }
 
@@ -49,6 +56,9 @@ mod tests {
         r.read_exact(&mut first).unwrap();
         let (d, n) = r.finish().unwrap();
         assert_eq!(n, 11);
-        assert_eq!(d, "sha256:b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9");
+        assert_eq!(
+            d,
+            "sha256:b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
+        );
     }
 }

@@ -88,8 +88,12 @@ pub trait Driver: Send + Sync {
     ) -> Result<ApplyResult>;
     /// Creates layer `id` on `parent` from a tar stream as one atomic step:
     /// the layer exists only once the whole stream is applied and synced.
-    fn import(&self, id: &LayerId, parent: Option<&LayerId>, tar: &mut (dyn Read + Send))
-    -> Result<ApplyResult>;
+    fn import(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        tar: &mut (dyn Read + Send),
+    ) -> Result<ApplyResult>;
     /// Bytes of `id`'s changes relative to `parent`.
     fn diff_size(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<u64>;
     /// A getter over the layer's own files by tar path.

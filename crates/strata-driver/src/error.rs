@@ -133,7 +133,10 @@ pub enum DriverError {
 impl DriverError {
     /// An I/O error with a description of what was being done.
     pub fn io(what: impl Into<String>, source: impl Into<io::Error>) -> Self {
-        DriverError::Io { what: what.into(), source: source.into() }
+        DriverError::Io {
+            what: what.into(),
+            source: source.into(),
+        }
     }
 }
 

@@ -24,7 +24,10 @@ pub struct LayerId(String);
 impl LayerId {
     /// Validates `s` as a layer id.
     pub fn new(s: &str) -> Result<LayerId, DriverError> {
-        let bad = |reason: &str| DriverError::InvalidId { id: s.to_string(), reason: reason.into() };
+        let bad = |reason: &str| DriverError::InvalidId {
+            id: s.to_string(),
+            reason: reason.into(),
+        };
         let bytes = s.as_bytes();
         match bytes.first() {
             None => return Err(bad("empty")),
@@ -36,13 +39,16 @@ impl LayerId {
         if bytes.len() > MAX_ID_LEN {
             return Err(bad("longer than 128 bytes"));
         }
-        if let Some(c) =
-            bytes.iter().find(|&&b| !(b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')))
+        if let Some(c) = bytes
+            .iter()
+            .find(|&&b| !(b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')))
         {
             return Err(bad(&format!("character {:?} is not allowed", *c as char)));
         }
         if s.ends_with(REMOVING_SUFFIX) {
-            return Err(bad("ids ending in -removing are reserved for removals in progress"));
+            return Err(bad(
+                "ids ending in -removing are reserved for removals in progress",
+            ));
         }
         if RESERVED.contains(&s) {
             return Err(bad("reserved name"));
@@ -76,7 +82,13 @@ mod tests {
     #[test]
     fn accepts_engine_ids() {
         let hex = "a".repeat(64);
-        for ok in [hex.as_str(), &format!("{hex}-init"), "base", "L1.v2_x", &"z".repeat(128)] {
+        for ok in [
+            hex.as_str(),
+            &format!("{hex}-init"),
+            "base",
+            "L1.v2_x",
+            &"z".repeat(128),
+        ] {
             assert!(LayerId::new(ok).is_ok(), "{ok}");
         }
     }
@@ -84,9 +96,20 @@ mod tests {
     #[test]
     fn refuses_paths() {
         let long = "a".repeat(129);
-        for bad in
-            ["", "..", ".", "a/b", "/abs", "-x", "_x", "a\0b", "a b", &long, "x-removing", "staging"]
-        {
+        for bad in [
+            "",
+            "..",
+            ".",
+            "a/b",
+            "/abs",
+            "-x",
+            "_x",
+            "a\0b",
+            "a b",
+            &long,
+            "x-removing",
+            "staging",
+        ] {
             let e = LayerId::new(bad).unwrap_err();
             assert!(e.to_string().contains("invalid layer id"), "{bad}: {e}");
         }

@@ -49,7 +49,10 @@ pub fn open(name: Option<&str>, home: &Path, options: &[String]) -> Result<Box<d
         Some(other) => Err(DriverError::Unusable {
             driver: "strata",
             home: home.display().to_string(),
-            reason: format!("unknown driver {other:?} (available: {})", DRIVERS.join(", ")),
+            reason: format!(
+                "unknown driver {other:?} (available: {})",
+                DRIVERS.join(", ")
+            ),
         }),
     }
 }

@@ -23,7 +23,10 @@ pub struct StorageOpts {
 
 /// Parses `opts`, refusing unknown keys and bad values with an error that
 /// names the option and the layer.
-pub fn parse_storage_opts(id: &str, opts: &BTreeMap<String, String>) -> Result<StorageOpts, DriverError> {
+pub fn parse_storage_opts(
+    id: &str,
+    opts: &BTreeMap<String, String>,
+) -> Result<StorageOpts, DriverError> {
     let mut out = StorageOpts::default();
     for (key, value) in opts {
         match key.to_ascii_lowercase().as_str() {
@@ -52,12 +55,18 @@ pub fn parse_storage_opts(id: &str, opts: &BTreeMap<String, String>) -> Result<S
 /// by `b` or `ib`), case-insensitive, all binary (1k = 1024).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let value: f64 =
-        num.parse().map_err(|_| format!("{s:?} is not a size (expected e.g. 512m, 20G)"))?;
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (expected e.g. 512m, 20G)"))?;
     let unit = unit.trim().to_ascii_lowercase();
-    let unit = unit.strip_suffix("ib").or_else(|| unit.strip_suffix('b')).unwrap_or(&unit);
+    let unit = unit
+        .strip_suffix("ib")
+        .or_else(|| unit.strip_suffix('b'))
+        .unwrap_or(&unit);
     let shift = match unit {
         "" => 0,
         "k" => 10,

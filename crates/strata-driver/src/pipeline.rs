@@ -63,14 +63,20 @@ pub fn read_ahead<T, E>(
             let (digest, bytes) = src.finish()?;
             Ok(StreamFacts { digest, bytes })
         });
-        let mut chunks = ChunkReader { rx, cur: Vec::new(), pos: 0 };
+        let mut chunks = ChunkReader {
+            rx,
+            cur: Vec::new(),
+            pos: 0,
+        };
         let result = consume(&mut chunks);
         if result.is_err() {
             stop.store(true, Ordering::Relaxed);
         }
         // Dropping the receiver unblocks a reader waiting to send.
         drop(chunks);
-        let facts = reader.join().unwrap_or_else(|_| Err(io::Error::other("read-ahead thread panicked")));
+        let facts = reader
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("read-ahead thread panicked")));
         result.map(|t| (t, facts))
     })
 }
@@ -131,7 +137,11 @@ mod tests {
         .unwrap();
         assert_eq!(got, data[..CHUNK + 5]);
         let facts = facts.unwrap();
-        assert_eq!(facts.bytes, data.len() as u64, "the rest is drained for the digest");
+        assert_eq!(
+            facts.bytes,
+            data.len() as u64,
+            "the rest is drained for the digest"
+        );
         let mut whole = DigestReader::new(&data[..]);
         io::copy(&mut whole, &mut io::sink()).unwrap();
         assert_eq!(facts.digest, whole.finish().unwrap().0);

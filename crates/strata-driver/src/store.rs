@@ -97,7 +97,8 @@ pub struct LayerMeta {
 impl LayerMeta {
     /// `copied_at` as a tar timestamp.
     pub fn copied_at(&self) -> Option<Timestamp> {
-        self.copied_at.map(|(secs, nanos)| Timestamp { secs, nanos })
+        self.copied_at
+            .map(|(secs, nanos)| Timestamp { secs, nanos })
     }
 }
 
@@ -235,9 +236,18 @@ impl Store {
             .map_err(|e| DriverError::io(format!("chmod home {}", home.display()), e))?;
         match rustix::fs::mkdirat(&home_fd, STAGING_DIR, Mode::from_raw_mode(0o700)) {
             Ok(()) | Err(Errno::EXIST) => {}
-            Err(e) => return Err(DriverError::io(format!("create {}/staging", home.display()), e)),
+            Err(e) => {
+                return Err(DriverError::io(
+                    format!("create {}/staging", home.display()),
+                    e,
+                ));
+            }
         }
-        let store = Store { home, home_fd: Arc::new(home_fd), locks: Arc::default() };
+        let store = Store {
+            home,
+            home_fd: Arc::new(home_fd),
+            locks: Arc::default(),
+        };
         let report = store.cleanup()?;
         for e in &report.errors {
             tracing::warn!(error = %e, "cleanup at open");
@@ -267,12 +277,23 @@ impl Store {
 
     /// Takes the lock of layer `id` (in-process; one daemon owns a home).
     pub fn lock(&self, id: &LayerId) -> LayerLock {
-        let mut held = self.locks.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut held = self
+            .locks
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         while held.contains(id.as_str()) {
-            held = self.locks.released.wait(held).unwrap_or_else(PoisonError::into_inner);
+            held = self
+                .locks
+                .released
+                .wait(held)
+                .unwrap_or_else(PoisonError::into_inner);
         }
         held.insert(id.as_str().to_string());
-        LayerLock { set: Arc::clone(&self.locks), id: id.as_str().to_string() }
+        LayerLock {
+            set: Arc::clone(&self.locks),
+            id: id.as_str().to_string(),
+        }
     }
 
     /// Resolves an id through the layer's `layerID` alias file, as the
@@ -304,8 +325,12 @@ impl Store {
 
     /// True when `id` names a complete layer.
     pub fn exists(&self, id: &LayerId) -> bool {
-        rustix::fs::statat(&*self.home_fd, format!("{}/{META_FILE}", id.as_str()), AtFlags::empty())
-            .is_ok()
+        rustix::fs::statat(
+            &*self.home_fd,
+            format!("{}/{META_FILE}", id.as_str()),
+            AtFlags::empty(),
+        )
+        .is_ok()
     }
 
     /// Reads a layer's metadata; `NotFound` when there is no such layer.
@@ -347,7 +372,9 @@ impl Store {
     pub fn list(&self) -> Result<Vec<LayerMeta>> {
         let mut out = Vec::new();
         for name in self.entries()? {
-            let Ok(id) = LayerId::new(&name) else { continue };
+            let Ok(id) = LayerId::new(&name) else {
+                continue;
+            };
             match self.meta(&id) {
                 Ok(m) => out.push(m),
                 Err(DriverError::NotFound { .. }) => {}
@@ -383,10 +410,21 @@ impl Store {
         rustix::fs::mkdirat(&fd, CONTENT_DIR, Mode::from_raw_mode(0o755))
             .map_err(|e| DriverError::io(format!("create staging/{name}/diff"), e))?;
         // mkdir is subject to the umask; the contract wants exactly 0755.
-        rustix::fs::chmodat(&fd, CONTENT_DIR, Mode::from_raw_mode(0o755), AtFlags::empty())
-            .map_err(|e| DriverError::io(format!("chmod staging/{name}/diff"), e))?;
+        rustix::fs::chmodat(
+            &fd,
+            CONTENT_DIR,
+            Mode::from_raw_mode(0o755),
+            AtFlags::empty(),
+        )
+        .map_err(|e| DriverError::io(format!("chmod staging/{name}/diff"), e))?;
         let path = self.home.join(STAGING_DIR).join(&name);
-        Ok(Staging { name, path, fd, home_fd: Arc::clone(&self.home_fd), committed: false })
+        Ok(Staging {
+            name,
+            path,
+            fd,
+            home_fd: Arc::clone(&self.home_fd),
+            committed: false,
+        })
     }
 
     /// Writes `meta` and the chain file into `staging`, syncs it, and
@@ -442,7 +480,9 @@ impl Store {
                 let p = LayerId::new(p)?;
                 let mut ids = vec![p.clone()];
                 ids.extend(self.chain(&p)?);
-                ids.iter().map(|i| self.layer_dir(i).to_string_lossy().into_owned()).collect()
+                ids.iter()
+                    .map(|i| self.layer_dir(i).to_string_lossy().into_owned())
+                    .collect()
             }
         };
         let chain_json = serde_json::to_vec(&chain).map_err(|e| DriverError::Corrupt {
@@ -473,13 +513,21 @@ impl Store {
         }
         let children = self.children(id)?;
         if !children.is_empty() {
-            return Err(DriverError::HasChildren { id: id.to_string(), children: children.join(", ") });
+            return Err(DriverError::HasChildren {
+                id: id.to_string(),
+                children: children.join(", "),
+            });
         }
         let removing = format!("{}{REMOVING_SUFFIX}", id.as_str());
         // A leftover of an earlier interrupted removal of the same id.
         self.remove_leftover(&removing)?;
-        rustix::fs::renameat(&*self.home_fd, id.as_str(), &*self.home_fd, removing.as_str())
-            .map_err(|e| DriverError::io(format!("layer {id}: rename to {removing}"), e))?;
+        rustix::fs::renameat(
+            &*self.home_fd,
+            id.as_str(),
+            &*self.home_fd,
+            removing.as_str(),
+        )
+        .map_err(|e| DriverError::io(format!("layer {id}: rename to {removing}"), e))?;
         self.sync_home(id)?;
         self.remove_leftover(&removing)
     }
@@ -494,13 +542,19 @@ impl Store {
         match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {}
             Err(Errno::WOULDBLOCK) => {
-                return Err(DriverError::Busy { id: name.to_string(), reason: "held by another process".into() });
+                return Err(DriverError::Busy {
+                    id: name.to_string(),
+                    reason: "held by another process".into(),
+                });
             }
             Err(e) => return Err(DriverError::io(format!("lock {name}"), e)),
         }
         strata_fs::remove_all_at(self.home_fd.as_fd(), name.as_bytes(), b"")
             .map(drop)
-            .map_err(|source| DriverError::Fs { id: name.to_string(), source })
+            .map_err(|source| DriverError::Fs {
+                id: name.to_string(),
+                source,
+            })
     }
 
     /// Names in the home directory.
@@ -509,7 +563,8 @@ impl Store {
         let dir = rustix::fs::Dir::read_from(&*self.home_fd)
             .map_err(|e| DriverError::io(format!("list {}", self.home.display()), e))?;
         for ent in dir {
-            let ent = ent.map_err(|e| DriverError::io(format!("list {}", self.home.display()), e))?;
+            let ent =
+                ent.map_err(|e| DriverError::io(format!("list {}", self.home.display()), e))?;
             let name = ent.file_name().to_bytes();
             if name == b"." || name == b".." {
                 continue;
@@ -572,12 +627,16 @@ fn open_dir_at<P: rustix::path::Arg>(dir: impl AsFd, name: P) -> rustix::io::Res
 }
 
 fn read_file_at(dir: impl AsFd, name: &str) -> rustix::io::Result<Vec<u8>> {
-    let fd = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
     let mut f = std::fs::File::from(fd);
     let mut buf = Vec::new();
-    std::io::Read::read_to_end(&mut f, &mut buf).map_err(|e| {
-        rustix::io::Errno::from_io_error(&e).unwrap_or(Errno::IO)
-    })?;
+    std::io::Read::read_to_end(&mut f, &mut buf)
+        .map_err(|e| rustix::io::Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
     Ok(buf)
 }
 

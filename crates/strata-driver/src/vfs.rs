@@ -15,9 +15,9 @@ use strata_fs::Root;
 use strata_layer::{ApplyOptions, CompareOptions, WhiteoutMode};
 use strata_tar::TarReader;
 
-use crate::pipeline::read_ahead;
 use crate::driver::{ApplyResult, Capabilities, Change, Driver, FileGetter};
 use crate::options::parse_storage_opts;
+use crate::pipeline::read_ahead;
 use crate::store::{CleanupReport, ImportInfo, LayerKind, LayerMeta, Staging, Store};
 use crate::{CreateOpts, DriverError, LayerId, Result, backing};
 
@@ -49,11 +49,19 @@ impl VfsDriver {
             .map_err(|e| DriverError::io(format!("statfs {}", home.display()), e))?;
         let d_type = backing::supports_d_type(store.home_fd())
             .map_err(|e| DriverError::io(format!("probe d_type in {}", home.display()), e))?;
-        Ok(VfsDriver { store, refs: Mutex::new(HashMap::new()), backing, d_type })
+        Ok(VfsDriver {
+            store,
+            refs: Mutex::new(HashMap::new()),
+            backing,
+            d_type,
+        })
     }
 
     fn root(&self, id: &LayerId) -> Result<Root> {
-        Root::open(self.store.content_dir(id)).map_err(|source| DriverError::Fs { id: id.to_string(), source })
+        Root::open(self.store.content_dir(id)).map_err(|source| DriverError::Fs {
+            id: id.to_string(),
+            source,
+        })
     }
 
     fn refcount(&self, id: &LayerId) -> u32 {
@@ -62,25 +70,46 @@ impl VfsDriver {
     }
 
     /// A staging dir holding a copy of `from`'s content (or empty).
-    fn stage_copy(&self, id: &LayerId, from: Option<&LayerId>) -> Result<(Staging, Option<(i64, u32)>)> {
+    fn stage_copy(
+        &self,
+        id: &LayerId,
+        from: Option<&LayerId>,
+    ) -> Result<(Staging, Option<(i64, u32)>)> {
         let staging = self.store.begin()?;
-        let Some(from) = from else { return Ok((staging, None)) };
+        let Some(from) = from else {
+            return Ok((staging, None));
+        };
         let src = self.root(from)?;
-        let dst = Root::open(staging.content_path())
-            .map_err(|source| DriverError::Fs { id: id.to_string(), source })?;
-        strata_fs::copy_tree(&src, &dst).map_err(|source| DriverError::Fs { id: id.to_string(), source })?;
+        let dst = Root::open(staging.content_path()).map_err(|source| DriverError::Fs {
+            id: id.to_string(),
+            source,
+        })?;
+        strata_fs::copy_tree(&src, &dst).map_err(|source| DriverError::Fs {
+            id: id.to_string(),
+            source,
+        })?;
         let at = staging.fs_now()?;
         Ok((staging, Some(at)))
     }
 
-    fn create_layer(&self, id: &LayerId, parent: Option<&LayerId>, kind: LayerKind, opts: &CreateOpts) -> Result<()> {
+    fn create_layer(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        kind: LayerKind,
+        opts: &CreateOpts,
+    ) -> Result<()> {
         let storage = parse_storage_opts(id.as_str(), &opts.storage_opt)?;
         if storage.size.is_some() {
             let what = match kind {
                 LayerKind::Ro => "a size limit on a read-only layer",
                 LayerKind::Rw => "the size storage option",
             };
-            return Err(DriverError::NotSupported { id: id.to_string(), driver: NAME, what: what.into() });
+            return Err(DriverError::NotSupported {
+                id: id.to_string(),
+                driver: NAME,
+                what: what.into(),
+            });
         }
         let _lock = self.store.lock(id);
         if self.store.exists(id) {
@@ -96,44 +125,91 @@ impl VfsDriver {
         let Some(p) = parent else { return Ok(None) };
         let p = self.store.resolve(p)?;
         if !self.store.exists(&p) {
-            return Err(DriverError::MissingParent { id: id.to_string(), parent: p.to_string() });
+            return Err(DriverError::MissingParent {
+                id: id.to_string(),
+                parent: p.to_string(),
+            });
         }
         Ok(Some(p))
     }
 
     /// Applies `tar` onto the content of `staging`, hashing the stream.
-    fn apply_into(&self, id: &LayerId, staging: &Staging, tar: &mut (dyn Read + Send)) -> Result<ApplyResult> {
-        let root = Root::open(staging.content_path())
-            .map_err(|source| DriverError::Fs { id: id.to_string(), source })?;
+    fn apply_into(
+        &self,
+        id: &LayerId,
+        staging: &Staging,
+        tar: &mut (dyn Read + Send),
+    ) -> Result<ApplyResult> {
+        let root = Root::open(staging.content_path()).map_err(|source| DriverError::Fs {
+            id: id.to_string(),
+            source,
+        })?;
         let (stats, facts) = read_ahead(tar, |r| {
             let mut reader = TarReader::new(r);
-            let opts = ApplyOptions { whiteouts: WhiteoutMode::Delete, writeback: true };
+            let opts = ApplyOptions {
+                whiteouts: WhiteoutMode::Delete,
+                writeback: true,
+            };
             strata_layer::apply_tar(&root, &mut reader, opts)
         })
-        .map_err(|source| DriverError::Apply { id: id.to_string(), source })?;
-        let facts = facts.map_err(|e| DriverError::io(format!("layer {id}: read tar stream"), e))?;
-        Ok(ApplyResult { size: stats.size, entries: stats.entries, tar_bytes: facts.bytes, digest: facts.digest })
+        .map_err(|source| DriverError::Apply {
+            id: id.to_string(),
+            source,
+        })?;
+        let facts =
+            facts.map_err(|e| DriverError::io(format!("layer {id}: read tar stream"), e))?;
+        Ok(ApplyResult {
+            size: stats.size,
+            entries: stats.entries,
+            tar_bytes: facts.bytes,
+            digest: facts.digest,
+        })
     }
 
     /// The comparison base for `id` against `parent`: its real parent lets
     /// change detection use the copy instant.
-    fn compare(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<(Root, Option<Root>, CompareOptions)> {
+    fn compare(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+    ) -> Result<(Root, Option<Root>, CompareOptions)> {
         let id = self.store.resolve(id)?;
         let meta = self.store.meta(&id)?;
         let layer = self.root(&id)?;
         let Some(parent) = parent else {
-            return Ok((layer, None, CompareOptions { touched_after: None }));
+            return Ok((
+                layer,
+                None,
+                CompareOptions {
+                    touched_after: None,
+                },
+            ));
         };
         let parent = self.store.resolve(parent)?;
         self.store.meta(&parent)?;
-        let touched_after =
-            if meta.parent.as_deref() == Some(parent.as_str()) { meta.copied_at() } else { None };
-        Ok((layer, Some(self.root(&parent)?), CompareOptions { touched_after }))
+        let touched_after = if meta.parent.as_deref() == Some(parent.as_str()) {
+            meta.copied_at()
+        } else {
+            None
+        };
+        Ok((
+            layer,
+            Some(self.root(&parent)?),
+            CompareOptions { touched_after },
+        ))
     }
 }
 
-fn new_meta(id: &LayerId, parent: Option<&LayerId>, kind: LayerKind, copied_at: Option<(i64, u32)>, import: Option<ImportInfo>) -> LayerMeta {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+fn new_meta(
+    id: &LayerId,
+    parent: Option<&LayerId>,
+    kind: LayerKind,
+    copied_at: Option<(i64, u32)>,
+    import: Option<ImportInfo>,
+) -> LayerMeta {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     LayerMeta {
         id: id.to_string(),
         parent: parent.map(|p| p.to_string()),
@@ -147,7 +223,12 @@ fn new_meta(id: &LayerId, parent: Option<&LayerId>, kind: LayerKind, copied_at: 
 }
 
 fn import_info(r: &ApplyResult) -> ImportInfo {
-    ImportInfo { size: r.size, entries: r.entries, tar_bytes: r.tar_bytes, digest: r.digest.clone() }
+    ImportInfo {
+        size: r.size,
+        entries: r.entries,
+        tar_bytes: r.tar_bytes,
+        digest: r.digest.clone(),
+    }
 }
 
 impl Driver for VfsDriver {
@@ -167,7 +248,12 @@ impl Driver for VfsDriver {
         self.create_layer(id, parent, LayerKind::Ro, opts)
     }
 
-    fn create_read_write(&self, id: &LayerId, parent: Option<&LayerId>, opts: &CreateOpts) -> Result<()> {
+    fn create_read_write(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        opts: &CreateOpts,
+    ) -> Result<()> {
         self.create_layer(id, parent, LayerKind::Rw, opts)
     }
 
@@ -176,7 +262,10 @@ impl Driver for VfsDriver {
         let _lock = self.store.lock(&id);
         let refs = self.refcount(&id);
         if refs > 0 {
-            return Err(DriverError::Busy { id: id.to_string(), reason: format!("{refs} reference(s) from get") });
+            return Err(DriverError::Busy {
+                id: id.to_string(),
+                reason: format!("{refs} reference(s) from get"),
+            });
         }
         self.store.remove(&id)
     }
@@ -203,11 +292,18 @@ impl Driver for VfsDriver {
     }
 
     fn exists(&self, id: &LayerId) -> bool {
-        self.store.resolve(id).map(|id| self.store.exists(&id)).unwrap_or(false)
+        self.store
+            .resolve(id)
+            .map(|id| self.store.exists(&id))
+            .unwrap_or(false)
     }
 
     fn status(&self) -> Vec<(String, String)> {
-        let layers = self.store.list().map(|l| l.len().to_string()).unwrap_or_else(|e| format!("error: {e}"));
+        let layers = self
+            .store
+            .list()
+            .map(|l| l.len().to_string())
+            .unwrap_or_else(|e| format!("error: {e}"));
         vec![
             ("Driver".into(), NAME.into()),
             ("Home".into(), self.store.home().display().to_string()),
@@ -221,8 +317,14 @@ impl Driver for VfsDriver {
         let id = self.store.resolve(id)?;
         self.store.meta(&id)?;
         let mut m = BTreeMap::new();
-        m.insert("SourceDir".into(), self.store.content_dir(&id).display().to_string());
-        m.insert("dir".into(), self.store.layer_dir(&id).display().to_string());
+        m.insert(
+            "SourceDir".into(),
+            self.store.content_dir(&id).display().to_string(),
+        );
+        m.insert(
+            "dir".into(),
+            self.store.layer_dir(&id).display().to_string(),
+        );
         Ok(m)
     }
 
@@ -232,18 +334,31 @@ impl Driver for VfsDriver {
 
     fn diff(&self, id: &LayerId, parent: Option<&LayerId>, out: &mut dyn Write) -> Result<u64> {
         let (layer, parent_root, opts) = self.compare(id, parent)?;
-        let stats = strata_layer::export_diff(&layer, parent_root.as_ref(), &opts, out)
-            .map_err(|source| DriverError::Export { id: id.to_string(), source })?;
+        let stats = strata_layer::export_diff(&layer, parent_root.as_ref(), &opts, out).map_err(
+            |source| DriverError::Export {
+                id: id.to_string(),
+                source,
+            },
+        )?;
         Ok(stats.bytes)
     }
 
     fn changes(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<Vec<Change>> {
         let (layer, parent_root, opts) = self.compare(id, parent)?;
-        strata_layer::changes(&layer, parent_root.as_ref(), &opts)
-            .map_err(|source| DriverError::Export { id: id.to_string(), source })
+        strata_layer::changes(&layer, parent_root.as_ref(), &opts).map_err(|source| {
+            DriverError::Export {
+                id: id.to_string(),
+                source,
+            }
+        })
     }
 
-    fn apply_diff(&self, id: &LayerId, parent: Option<&LayerId>, tar: &mut (dyn Read + Send)) -> Result<ApplyResult> {
+    fn apply_diff(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        tar: &mut (dyn Read + Send),
+    ) -> Result<ApplyResult> {
         let id = self.store.resolve(id)?;
         let _lock = self.store.lock(&id);
         let mut meta = self.store.meta(&id)?;
@@ -253,13 +368,19 @@ impl Driver for VfsDriver {
                 return Err(DriverError::InvalidOption {
                     id: id.to_string(),
                     option: format!("parent={p}"),
-                    reason: format!("layer's parent is {}", meta.parent.as_deref().unwrap_or("none")),
+                    reason: format!(
+                        "layer's parent is {}",
+                        meta.parent.as_deref().unwrap_or("none")
+                    ),
                 });
             }
         }
         let refs = self.refcount(&id);
         if refs > 0 {
-            return Err(DriverError::Busy { id: id.to_string(), reason: format!("{refs} reference(s) from get") });
+            return Err(DriverError::Busy {
+                id: id.to_string(),
+                reason: format!("{refs} reference(s) from get"),
+            });
         }
         // Build the new content beside the old and swap them in one step,
         // so a bad stream leaves the layer exactly as it was.
@@ -270,7 +391,12 @@ impl Driver for VfsDriver {
         Ok(result)
     }
 
-    fn import(&self, id: &LayerId, parent: Option<&LayerId>, tar: &mut (dyn Read + Send)) -> Result<ApplyResult> {
+    fn import(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        tar: &mut (dyn Read + Send),
+    ) -> Result<ApplyResult> {
         let _lock = self.store.lock(id);
         if self.store.exists(id) {
             return Err(DriverError::AlreadyExists { id: id.to_string() });
@@ -278,27 +404,45 @@ impl Driver for VfsDriver {
         let parent = self.check_parent(id, parent)?;
         let (staging, copied_at) = self.stage_copy(id, parent.as_ref())?;
         let result = self.apply_into(id, &staging, tar)?;
-        let meta = new_meta(id, parent.as_ref(), LayerKind::Ro, copied_at, Some(import_info(&result)));
+        let meta = new_meta(
+            id,
+            parent.as_ref(),
+            LayerKind::Ro,
+            copied_at,
+            Some(import_info(&result)),
+        );
         self.store.commit_new(staging, &meta)?;
         Ok(result)
     }
 
     fn diff_size(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<u64> {
         let (layer, parent_root, opts) = self.compare(id, parent)?;
-        let changes = strata_layer::changes(&layer, parent_root.as_ref(), &opts)
-            .map_err(|source| DriverError::Export { id: id.to_string(), source })?;
-        strata_layer::changes_size(&layer, &changes)
-            .map_err(|source| DriverError::Export { id: id.to_string(), source })
+        let changes =
+            strata_layer::changes(&layer, parent_root.as_ref(), &opts).map_err(|source| {
+                DriverError::Export {
+                    id: id.to_string(),
+                    source,
+                }
+            })?;
+        strata_layer::changes_size(&layer, &changes).map_err(|source| DriverError::Export {
+            id: id.to_string(),
+            source,
+        })
     }
 
     fn diff_getter(&self, id: &LayerId) -> Result<Box<dyn FileGetter>> {
         let id = self.store.resolve(id)?;
         self.store.meta(&id)?;
-        Ok(Box::new(RootGetter { id: id.to_string(), root: self.root(&id)? }))
+        Ok(Box::new(RootGetter {
+            id: id.to_string(),
+            root: self.root(&id)?,
+        }))
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { reproduces_exact_diffs: false }
+        Capabilities {
+            reproduces_exact_diffs: false,
+        }
     }
 }
 
@@ -310,7 +454,10 @@ struct RootGetter {
 
 impl FileGetter for RootGetter {
     fn get(&self, path: &[u8]) -> Result<Box<dyn Read + Send>> {
-        let fs = |source| DriverError::Fs { id: self.id.clone(), source };
+        let fs = |source| DriverError::Fs {
+            id: self.id.clone(),
+            source,
+        };
         let clean = strata_fs::clean_path(path).map_err(fs)?;
         Ok(Box::new(self.root.open_file(&clean).map_err(fs)?))
     }

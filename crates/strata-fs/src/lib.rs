@@ -15,8 +15,6 @@
 //! faithful whole-tree copy ([`copy_tree`]).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
-// Tests may panic on any failure: that is how they report it.
-#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod copy;
 mod error;

@@ -72,10 +72,7 @@ pub fn tree_manifest(root: &Root) -> Vec<String> {
                 _ => {}
             }
             if e.file_type() != FileType::Directory && st.st_nlink > 1 {
-                let first = self
-                    .groups
-                    .entry((st.st_dev, st.st_ino))
-                    .or_insert(p);
+                let first = self.groups.entry((st.st_dev, st.st_ino)).or_insert(p);
                 write!(l, " group={first} nlink={}", st.st_nlink).unwrap();
             }
             self.lines.push(l);

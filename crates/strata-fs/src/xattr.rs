@@ -7,8 +7,10 @@
 //! functions name the object as `/proc/self/fd/<parent>/<name>` and use the
 //! `l*xattr` calls: the magic link jumps straight to our own, already
 //! resolved directory handle, and the final `name` (checked to be a single
-//! component) is not followed. The `_fd` functions are the faster path for
-//! objects the caller already holds open.
+//! component) is not followed. This needs procfs mounted at `/proc`, as
+//! every container host has; without it the `_at` functions fail with
+//! `ENOENT`. The `_fd` functions are the faster path for objects the caller
+//! already holds open.
 //!
 //! Attribute names and values are raw bytes; lists come back sorted by name
 //! so that callers comparing or exporting them get a stable order.

@@ -139,6 +139,10 @@ pub enum Problem {
     /// A filesystem operation failed.
     #[error("{0}")]
     Fs(FsError),
+    /// The thread writing file contents stopped without reporting why
+    /// (it panicked).
+    #[error("the file writer thread stopped unexpectedly")]
+    WriterGone,
 }
 
 impl From<FsError> for Problem {

@@ -21,7 +21,15 @@ const COPY_BUF: usize = 128 * 1024;
 /// PAX keys the writer derives from [`Header`] fields. Records with these
 /// keys in [`Header::pax`] are never copied through, so a stale record
 /// cannot contradict the field it came from.
-const GENERATED_KEYS: [&[u8]; 6] = [b"path", b"linkpath", b"size", b"uid", b"gid", b"mtime"];
+const GENERATED_KEYS: [&[u8]; 7] = [
+    b"path",
+    b"linkpath",
+    b"size",
+    b"uid",
+    b"gid",
+    b"mtime",
+    b"hdrcharset",
+];
 
 /// A streaming tar writer.
 ///
@@ -31,15 +39,17 @@ const GENERATED_KEYS: [&[u8]; 6] = [b"path", b"linkpath", b"size", b"uid", b"gid
 /// target of at most 100 bytes, numbers that fit their octal fields,
 /// whole-second times, no xattrs. Otherwise one PAX `x` header first, with
 /// only the records needed: `path`, `linkpath`, `size`, `uid`, `gid`,
-/// `mtime`, `SCHILY.xattr.<name>` (sorted by name, so the output does not
-/// depend on the order the filesystem listed them), then every record of
-/// [`Header::pax`] whose key the writer does not generate itself and that
-/// is not `GNU.sparse.*` (so records such as `MSWINDOWS.fileattr` survive a
-/// read/write cycle), in their order.
+/// `mtime`, `hdrcharset=BINARY` when a path or link record is not UTF-8
+/// (libarchive refuses such values without it), `SCHILY.xattr.<name>`
+/// (sorted by name, so the output does not depend on the order the
+/// filesystem listed them) — all in key order, as Go writes them — then
+/// every record of [`Header::pax`] whose key the writer does not generate
+/// itself and that is not `GNU.sparse.*` (so records such as
+/// `MSWINDOWS.fileattr` survive a read/write cycle), in their order.
 ///
 /// What the writer does not emit, so does not survive a round trip:
 /// `atime`/`ctime` (they change on every read of the source tree and would
-/// make layers irreproducible; a `atime`/`ctime` record in `Header::pax` is
+/// make layers irreproducible; an `atime`/`ctime` record in `Header::pax` is
 /// copied through like any other record); `uname`/`gname` longer than 32
 /// bytes or containing NUL; mode bits outside `0o7777`; device numbers of
 /// non-device entries; the sparse layout — a sparse [`Header`] is written
@@ -264,6 +274,15 @@ impl<W: Write> TarWriter<W> {
             records.push((b"size".to_vec(), size_s.as_bytes()));
         }
 
+        // POSIX says path and linkpath values are UTF-8 unless the header
+        // says otherwise; libarchive refuses non-UTF-8 ones without this
+        // record (GNU tar and libarchive write it in the same situation).
+        if records
+            .iter()
+            .any(|(k, v)| (k == b"path" || k == b"linkpath") && std::str::from_utf8(v).is_err())
+        {
+            records.push((b"hdrcharset".to_vec(), b"BINARY"));
+        }
         records.sort_by(|a, b| a.0.cmp(&b.0));
         // Extra records alone also call for a PAX header.
         for (k, v) in &h.pax {

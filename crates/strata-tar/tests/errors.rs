@@ -515,5 +515,8 @@ fn seed_archive_reads_cleanly() {
     for at in SEED_HEADERS {
         assert_eq!(&a[at + 257..at + 262], b"ustar", "header at {at}");
     }
-    assert_eq!(names, vec![b"pax/name".to_vec(), b"long/name".to_vec(), b"sp".to_vec()]);
+    assert_eq!(
+        names,
+        vec![b"pax/name".to_vec(), b"long/name".to_vec(), b"sp".to_vec()]
+    );
 }

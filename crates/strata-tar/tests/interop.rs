@@ -477,7 +477,11 @@ fn writer_output_is_read_by_gnu_tar_bsdtar_and_python() {
     require("python3");
     require("getfattr");
     let long_dir = long_component('d', 120);
-    let deep = format!("{long_dir}/{}/{}", long_component('e', 120), long_component('f', 90));
+    let deep = format!(
+        "{long_dir}/{}/{}",
+        long_component('e', 120),
+        long_component('f', 90)
+    );
     let non_utf8: Vec<u8> = b"w/n\xff\xfeme".to_vec();
     let mut entries: Vec<(Header, Vec<u8>)> = Vec::new();
     let dir = |p: &str| {
@@ -529,7 +533,11 @@ fn writer_output_is_read_by_gnu_tar_bsdtar_and_python() {
         assert_eq!(fs::read(&deep_p).unwrap(), b"deep\n", "{label}");
         let md = fs::metadata(&deep_p).unwrap();
         assert_eq!(md.mode() & 0o7777, 0o640, "{label}");
-        assert_eq!((md.mtime(), md.mtime_nsec()), (1_600_000_000, 123_456_789), "{label}");
+        assert_eq!(
+            (md.mtime(), md.mtime_nsec()),
+            (1_600_000_000, 123_456_789),
+            "{label}"
+        );
         assert_eq!((md.uid(), md.gid()), (1000, 1000), "{label}");
         assert_eq!(md.nlink(), 2, "{label}: hard link");
         assert_eq!(
@@ -587,8 +595,16 @@ fn writer_output_is_read_by_gnu_tar_bsdtar_and_python() {
         .arg(&tar_path)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let listed: Vec<&[u8]> = out.stdout.split(|&b| b == 0).filter(|s| !s.is_empty()).collect();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: Vec<&[u8]> = out
+        .stdout
+        .split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .collect();
     // tarfile strips trailing slashes from directory names.
     let ours: Vec<Vec<u8>> = entries.iter().map(|(h, _)| normalize(&h.path)).collect();
     assert_eq!(listed, ours.iter().map(Vec::as_slice).collect::<Vec<_>>());

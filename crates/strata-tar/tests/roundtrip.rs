@@ -19,7 +19,15 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use strata_tar::{EntryKind, Header, Sparse, SparseChunk, TarReader, TarWriter, Timestamp};
 
-const GENERATED: [&[u8]; 6] = [b"path", b"linkpath", b"size", b"uid", b"gid", b"mtime"];
+const GENERATED: [&[u8]; 7] = [
+    b"path",
+    b"linkpath",
+    b"size",
+    b"uid",
+    b"gid",
+    b"mtime",
+    b"hdrcharset",
+];
 
 fn ascii_component(max: usize) -> impl Strategy<Value = Vec<u8>> {
     vec(

@@ -22,7 +22,12 @@ use strata_driver::{ChangeKind, CreateOpts, Driver, LayerId};
 #[command(name = "strata", version, about, propagate_version = true)]
 struct Cli {
     /// The driver's home directory.
-    #[arg(long, global = true, default_value = "/var/lib/strata", env = "STRATA_HOME")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "/var/lib/strata",
+        env = "STRATA_HOME"
+    )]
     home: PathBuf,
     /// Driver to use (default: the best one the home's filesystem supports).
     #[arg(long, global = true, env = "STRATA_DRIVER")]
@@ -137,7 +142,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // A closed pipe (`strata export x | head`) is not a failure.
-            if e.chain().any(|c| c.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)) {
+            if e.chain().any(|c| {
+                c.downcast_ref::<io::Error>()
+                    .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+            }) {
                 return ExitCode::SUCCESS;
             }
             let msg = format!("{e:#}").replace('\n', " ");
@@ -168,7 +176,11 @@ fn run(cli: Cli) -> Result<()> {
             d.create(&i, opt_id(&parent)?.as_ref(), &CreateOpts::default())?;
             out.done(&i, "created")
         }
-        Command::CreateRw { id: i, parent, storage_opt } => {
+        Command::CreateRw {
+            id: i,
+            parent,
+            storage_opt,
+        } => {
             let i = id(&i)?;
             let mut opts = CreateOpts::default();
             for kv in storage_opt {
@@ -180,7 +192,11 @@ fn run(cli: Cli) -> Result<()> {
             d.create_read_write(&i, opt_id(&parent)?.as_ref(), &opts)?;
             out.done(&i, "created")
         }
-        Command::Import { id: i, parent, file } => {
+        Command::Import {
+            id: i,
+            parent,
+            file,
+        } => {
             let i = id(&i)?;
             let (input, len): (Box<dyn Read + Send>, Option<u64>) = match file.as_deref() {
                 None => (Box::new(io::stdin()), None),
@@ -197,15 +213,24 @@ fn run(cli: Cli) -> Result<()> {
             if out.json {
                 out.print(json!({ "id": i.as_str(), "size": r.size, "entries": r.entries, "tar_bytes": r.tar_bytes, "digest": r.digest }));
             } else {
-                println!("{i} size={} entries={} digest={}", r.size, r.entries, r.digest);
+                println!(
+                    "{i} size={} entries={} digest={}",
+                    r.size, r.entries, r.digest
+                );
             }
             Ok(())
         }
-        Command::Export { id: i, parent, output } => {
+        Command::Export {
+            id: i,
+            parent,
+            output,
+        } => {
             let i = id(&i)?;
             let parent = opt_id(&parent)?;
             let sink: Box<dyn Write> = match &output {
-                Some(p) => Box::new(File::create(p).with_context(|| format!("create {}", p.display()))?),
+                Some(p) => {
+                    Box::new(File::create(p).with_context(|| format!("create {}", p.display()))?)
+                }
                 None => {
                     if io::stdout().is_terminal() {
                         bail!("refusing to write a tar to a terminal; use -o FILE or a pipe");
@@ -279,7 +304,10 @@ fn run(cli: Cli) -> Result<()> {
             if out.json {
                 out.print(serde_json::to_value(&layers)?);
             } else {
-                println!("{:<24} {:<24} {:<4} {:>12}  DIGEST", "ID", "PARENT", "KIND", "SIZE");
+                println!(
+                    "{:<24} {:<24} {:<4} {:>12}  DIGEST",
+                    "ID", "PARENT", "KIND", "SIZE"
+                );
                 for m in &layers {
                     let (size, digest) = match &m.import {
                         Some(i) => (i.size.to_string(), i.digest.as_str()),
@@ -302,7 +330,12 @@ fn run(cli: Cli) -> Result<()> {
             let i = id(&i)?;
             let meta = d.info(&i)?;
             let metadata = d.metadata(&i)?;
-            let chain: Vec<String> = d.store().chain(&LayerId::new(&meta.id)?)?.iter().map(|c| c.to_string()).collect();
+            let chain: Vec<String> = d
+                .store()
+                .chain(&LayerId::new(&meta.id)?)?
+                .iter()
+                .map(|c| c.to_string())
+                .collect();
             let mut v = serde_json::to_value(&meta)?;
             v["chain"] = json!(chain);
             v["metadata"] = json!(metadata);

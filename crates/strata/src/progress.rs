@@ -10,8 +10,14 @@ fn bar(len: Option<u64>, what: &str) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let (pb, template) = match len {
-        Some(n) => (ProgressBar::new(n), "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"),
-        None => (ProgressBar::no_length(), "{msg} {spinner} {bytes} {bytes_per_sec}"),
+        Some(n) => (
+            ProgressBar::new(n),
+            "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        ),
+        None => (
+            ProgressBar::no_length(),
+            "{msg} {spinner} {bytes} {bytes_per_sec}",
+        ),
     };
     if let Ok(style) = ProgressStyle::with_template(template) {
         pb.set_style(style.progress_chars("=> "));
@@ -22,12 +28,18 @@ fn bar(len: Option<u64>, what: &str) -> ProgressBar {
 
 /// Wraps a reader of `len` bytes (if known) with a progress bar.
 pub fn reader<R: Read>(r: R, len: Option<u64>, what: &str) -> Progress<R> {
-    Progress { inner: r, bar: bar(len, what) }
+    Progress {
+        inner: r,
+        bar: bar(len, what),
+    }
 }
 
 /// Wraps a writer with a byte-counting progress spinner.
 pub fn writer<W: Write>(w: W, what: &str) -> Progress<W> {
-    Progress { inner: w, bar: bar(None, what) }
+    Progress {
+        inner: w,
+        bar: bar(None, what),
+    }
 }
 
 /// A reader or writer that advances a progress bar.

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Timespec, Timestamps, XattrFlags};
 use strata_fs::Root;
-use strata_layer::{ApplyError, ApplyOptions, ApplyStats, Applier, WhiteoutMode};
+use strata_layer::{Applier, ApplyError, ApplyOptions, ApplyStats, WhiteoutMode};
 use strata_tar::{EntryKind, Header, Timestamp};
 
 /// True when running as root; otherwise prints a loud SKIP line, or fails
@@ -22,13 +22,19 @@ pub fn need_root(what: &str) -> bool {
     if rustix::process::geteuid().is_root() {
         return true;
     }
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "{what} needs root, and CI=true");
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{what} needs root, and CI=true"
+    );
     eprintln!("SKIP: {what} needs root");
     false
 }
 
 /// The mtime every builder gives its entries.
-pub const MTIME: Timestamp = Timestamp { secs: 1_500_000_000, nanos: 123_456_789 };
+pub const MTIME: Timestamp = Timestamp {
+    secs: 1_500_000_000,
+    nanos: 123_456_789,
+};
 
 fn base(kind: EntryKind, path: &[u8], mode: u32) -> Header {
     let mut h = Header::new(kind, path.to_vec());
@@ -77,16 +83,25 @@ pub fn fifo(path: &[u8]) -> (Header, Vec<u8>) {
 }
 
 /// Delete-mode options.
-pub const DELETE: ApplyOptions = ApplyOptions { whiteouts: WhiteoutMode::Delete, writeback: false };
+pub const DELETE: ApplyOptions = ApplyOptions {
+    whiteouts: WhiteoutMode::Delete,
+    writeback: false,
+};
 
 /// Overlay-mode options with trusted.overlay.
 pub const OVERLAY: ApplyOptions = ApplyOptions {
-    whiteouts: WhiteoutMode::Overlay { xattr_prefix: "trusted.overlay." },
+    whiteouts: WhiteoutMode::Overlay {
+        xattr_prefix: "trusted.overlay.",
+    },
     writeback: false,
 };
 
 /// Applies `entries` in order and finishes.
-pub fn apply_all(root: &Root, opts: ApplyOptions, entries: &[(Header, Vec<u8>)]) -> Result<ApplyStats, ApplyError> {
+pub fn apply_all(
+    root: &Root,
+    opts: ApplyOptions,
+    entries: &[(Header, Vec<u8>)],
+) -> Result<ApplyStats, ApplyError> {
     let mut a = Applier::new(root, opts);
     for (h, data) in entries {
         a.apply(h, &mut data.as_slice())?;
@@ -132,8 +147,14 @@ pub fn set_xattr(path: &Path, k: &str, v: &[u8]) {
 /// Sets both times of a host path without following it.
 pub fn set_times(path: &Path, atime: i64, mtime: i64) {
     let t = Timestamps {
-        last_access: Timespec { tv_sec: atime, tv_nsec: 0 },
-        last_modification: Timespec { tv_sec: mtime, tv_nsec: 0 },
+        last_access: Timespec {
+            tv_sec: atime,
+            tv_nsec: 0,
+        },
+        last_modification: Timespec {
+            tv_sec: mtime,
+            tv_nsec: 0,
+        },
     };
     rustix::fs::utimensat(rustix::fs::CWD, path, &t, AtFlags::SYMLINK_NOFOLLOW).expect("utimensat");
 }
@@ -167,7 +188,11 @@ impl Arena {
         std::fs::hard_link(t.join("outside/passwd"), t.join("outside/passwd-link")).expect("link");
         std::os::unix::fs::symlink(t.join("outside"), t.join("lnk")).expect("symlink");
         std::os::unix::fs::symlink("/", t.join("outside/root-link")).expect("symlink");
-        rustix::fs::chmod(t.join("outside/secret").as_path(), Mode::from_raw_mode(0o600)).expect("chmod");
+        rustix::fs::chmod(
+            t.join("outside/secret").as_path(),
+            Mode::from_raw_mode(0o600),
+        )
+        .expect("chmod");
         rustix::fs::chown(
             t.join("outside/secret").as_path(),
             Some(rustix::fs::Uid::from_raw(1234)),
@@ -175,14 +200,28 @@ impl Arena {
         )
         .expect("chown");
         set_xattr(&t.join("outside/passwd"), "trusted.sentinel", b"s");
-        for f in ["outside/passwd", "outside/secret", "outside/sub/f", "etc/passwd", "x", "outside/sub", "outside", "etc"] {
+        for f in [
+            "outside/passwd",
+            "outside/secret",
+            "outside/sub/f",
+            "etc/passwd",
+            "x",
+            "outside/sub",
+            "outside",
+            "etc",
+        ] {
             set_times(&t.join(f), 1_000_000, 2_000_000);
         }
         // The temp dir itself holds `layer`, which the test changes.
         let layer = t.join("layer");
         let root = Root::open(&layer).expect("open root");
         let before = manifest(t);
-        Arena { tmp, layer, root, before }
+        Arena {
+            tmp,
+            layer,
+            root,
+            before,
+        }
     }
 
     /// Host path of `rel` inside the layer.
@@ -200,10 +239,19 @@ impl Arena {
     pub fn assert_untouched(&self, case: &str) {
         let after = manifest(self.tmp.path());
         for (k, v) in &self.before {
-            assert_eq!(after.get(k), Some(v), "{case}: sentinel {:?} changed", String::from_utf8_lossy(k));
+            assert_eq!(
+                after.get(k),
+                Some(v),
+                "{case}: sentinel {:?} changed",
+                String::from_utf8_lossy(k)
+            );
         }
         for k in after.keys() {
-            assert!(self.before.contains_key(k), "{case}: {:?} appeared outside the layer", String::from_utf8_lossy(k));
+            assert!(
+                self.before.contains_key(k),
+                "{case}: {:?} appeared outside the layer",
+                String::from_utf8_lossy(k)
+            );
         }
     }
 }
@@ -214,10 +262,28 @@ impl Arena {
 /// it), xattrs, symlink target and a content hash. Files and directories
 /// are read with `O_NOATIME` so taking the manifest does not disturb it.
 pub fn manifest(top: &Path) -> BTreeMap<Vec<u8>, String> {
-    let d = rustix::fs::open(top, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOATIME, Mode::empty()).expect("open top");
+    let d = rustix::fs::open(
+        top,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOATIME,
+        Mode::empty(),
+    )
+    .expect("open top");
     let mut out = BTreeMap::new();
     let st = rustix::fs::fstat(&d).expect("fstat");
-    out.insert(b".".to_vec(), format!("dir {:o} {}:{} ino={}", st.st_mode, st.st_uid, st.st_gid, st.st_ino));
+    out.insert(
+        b".".to_vec(),
+        format!(
+            "dir {:o} {}:{} ino={} mtime={}.{} ctime={}.{}",
+            st.st_mode,
+            st.st_uid,
+            st.st_gid,
+            st.st_ino,
+            st.st_mtime,
+            st.st_mtime_nsec,
+            st.st_ctime,
+            st.st_ctime_nsec
+        ),
+    );
     walk(d, top, b"", &mut out);
     out
 }
@@ -233,6 +299,10 @@ fn walk(d: OwnedFd, host: &Path, rel: &[u8], out: &mut BTreeMap<Vec<u8>, String>
     }
     let fd = dir.fd().expect("fd");
     for n in names {
+        // The layer root is what the test changes; the rest is sentinel.
+        if rel.is_empty() && n == b"layer" {
+            continue;
+        }
         let mut path = rel.to_vec();
         if !path.is_empty() {
             path.push(b'/');
@@ -259,8 +329,13 @@ fn walk(d: OwnedFd, host: &Path, rel: &[u8], out: &mut BTreeMap<Vec<u8>, String>
         }
         match ft {
             FileType::RegularFile => {
-                let f = rustix::fs::openat(fd, n.as_slice(), OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NOATIME, Mode::empty())
-                    .expect("open");
+                let f = rustix::fs::openat(
+                    fd,
+                    n.as_slice(),
+                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NOATIME,
+                    Mode::empty(),
+                )
+                .expect("open");
                 line.push_str(&format!(" data={:x}", hash_fd(f.as_fd())));
             }
             FileType::Symlink => {
@@ -270,7 +345,7 @@ fn walk(d: OwnedFd, host: &Path, rel: &[u8], out: &mut BTreeMap<Vec<u8>, String>
             _ => {}
         }
         out.insert(path.clone(), line);
-        if ft == FileType::Directory && !(rel.is_empty() && n == b"layer") {
+        if ft == FileType::Directory {
             let sub = rustix::fs::openat(
                 fd,
                 n.as_slice(),
