@@ -106,8 +106,11 @@ def main():
     size = os.path.getsize(layer)
     out = os.path.join(a.workdir, "out")
 
+    def strata_import(d, tar):
+        return ["sh", "-c", f"{strata} --home {d} --driver vfs import l {tar} >/dev/null"]
+
     tools = {
-        "strata import (vfs)": lambda d: [strata, "--home", d, "--driver", "vfs", "import", "l", layer],
+        "strata import (vfs)": lambda d: strata_import(d, layer),
         "tar -x; sync": lambda d: ["sh", "-c", f"mkdir -p {d} && tar --numeric-owner --xattrs --xattrs-include='*' -xpf {layer} -C {d} && sync"],
         "bsdtar -x; sync": lambda d: ["sh", "-c", f"mkdir -p {d} && bsdtar -xpf {layer} -C {d} && sync"],
         "tar -x (no sync)": lambda d: ["sh", "-c", f"mkdir -p {d} && tar --numeric-owner --xattrs --xattrs-include='*' -xpf {layer} -C {d}"],
@@ -138,7 +141,7 @@ def main():
         big = big_layer(a.workdir, layer)
         shutil.rmtree(out, ignore_errors=True)
         drop_caches()
-        secs, peak = timed(tools["strata import (vfs)"](out))
+        secs, peak = timed(strata_import(out, big))
         shutil.rmtree(out, ignore_errors=True)
         print(f"peak RSS importing {os.path.getsize(big) / 2**30:.2f} GiB layer: {peak:.1f} MiB in {secs:.2f}s (target <= 64 MiB)")
 

@@ -4,8 +4,9 @@
 //! applier's file system calls overlap on two cores.
 
 use std::io::{self, Read};
+use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::sync::{Condvar, Mutex, PoisonError, mpsc};
 
 use crate::digest::DigestReader;
 
@@ -33,38 +34,48 @@ pub fn read_ahead<T, E>(
 ) -> Result<(T, io::Result<StreamFacts>), E> {
     let stop = AtomicBool::new(false);
     let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(DEPTH);
+    // Emptied chunks come back for reuse, so the import allocates (and the
+    // kernel maps and zeroes) DEPTH + 2 buffers in all, not one per MiB.
+    let (recycle_tx, recycle_rx) = mpsc::channel::<Vec<u8>>();
     std::thread::scope(|s| {
         let stop = &stop;
-        let reader = s.spawn(move || -> io::Result<StreamFacts> {
-            let mut src = DigestReader::new(src);
-            let mut receiver_gone = false;
-            loop {
-                if stop.load(Ordering::Relaxed) {
-                    return Err(io::Error::other("import abandoned"));
-                }
-                let mut buf = vec![0u8; CHUNK];
-                let n = match read_full(&mut src, &mut buf) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        let msg = e.to_string();
-                        let _ = tx.send(Err(e));
-                        return Err(io::Error::other(msg));
+        let reader = std::thread::Builder::new()
+            .name("strata-read".into())
+            .spawn_scoped(s, move || -> io::Result<StreamFacts> {
+                let mut src = DigestReader::new(src);
+                let mut receiver_gone = false;
+                loop {
+                    if stop.load(Ordering::Relaxed) {
+                        return Err(io::Error::other("import abandoned"));
                     }
-                };
-                if n == 0 {
-                    break;
+                    let mut buf = recycle_rx.try_recv().unwrap_or_default();
+                    buf.resize(CHUNK, 0);
+                    let n = match read_full(&mut src, &mut buf) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            let msg = e.to_string();
+                            let _ = tx.send(Err(e));
+                            return Err(io::Error::other(msg));
+                        }
+                    };
+                    if n == 0 {
+                        break;
+                    }
+                    buf.truncate(n);
+                    if !receiver_gone && tx.send(Ok(buf)).is_err() {
+                        receiver_gone = true;
+                    }
                 }
-                buf.truncate(n);
-                if !receiver_gone && tx.send(Ok(buf)).is_err() {
-                    receiver_gone = true;
-                }
-            }
-            drop(tx);
-            let (digest, bytes) = src.finish()?;
-            Ok(StreamFacts { digest, bytes })
-        });
+                drop(tx);
+                let (digest, bytes) = src.finish()?;
+                Ok(StreamFacts { digest, bytes })
+            });
+        // As `std::thread::spawn`, an OS that cannot start a thread is a
+        // panic: there is no sensible way to go on.
+        let reader = reader.expect("start the read-ahead thread");
         let mut chunks = ChunkReader {
             rx,
+            recycle: recycle_tx,
             cur: Vec::new(),
             pos: 0,
         };
@@ -78,6 +89,44 @@ pub fn read_ahead<T, E>(
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("read-ahead thread panicked")));
         result.map(|t| (t, facts))
+    })
+}
+
+/// How often the flusher pushes dirty data of the layer being written.
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Runs `work` while a thread writes back the filesystem under `fd` every
+/// [`FLUSH_EVERY`], so that most data and inodes reach the disk while the
+/// import is still going and the final `syncfs` before the commit finds
+/// little left to do.
+pub fn with_flusher<T>(fd: BorrowedFd<'_>, work: impl FnOnce() -> T) -> T {
+    let done = (Mutex::new(false), Condvar::new());
+    std::thread::scope(|s| {
+        let done = &done;
+        let flusher = std::thread::Builder::new()
+            .name("strata-flush".into())
+            .spawn_scoped(s, move || {
+                let mut finished = done.0.lock().unwrap_or_else(PoisonError::into_inner);
+                while !*finished {
+                    let (guard, timeout) = done
+                        .1
+                        .wait_timeout(finished, FLUSH_EVERY)
+                        .unwrap_or_else(PoisonError::into_inner);
+                    finished = guard;
+                    if timeout.timed_out() && !*finished {
+                        drop(finished);
+                        // Only a head start: the commit's own syncfs is what
+                        // makes the layer durable, so a failure here is moot.
+                        let _ = rustix::fs::syncfs(fd);
+                        finished = done.0.lock().unwrap_or_else(PoisonError::into_inner);
+                    }
+                }
+            });
+        let result = work();
+        *done.0.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        done.1.notify_all();
+        drop(flusher);
+        result
     })
 }
 
@@ -98,6 +147,7 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 /// The applier's side: a `Read` over the chunks the thread sends.
 struct ChunkReader {
     rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    recycle: mpsc::Sender<Vec<u8>>,
     cur: Vec<u8>,
     pos: usize,
 }
@@ -107,7 +157,8 @@ impl Read for ChunkReader {
         while self.pos == self.cur.len() {
             match self.rx.recv() {
                 Ok(Ok(chunk)) => {
-                    self.cur = chunk;
+                    // The reader may be gone already; then the buffer is just dropped.
+                    let _ = self.recycle.send(std::mem::replace(&mut self.cur, chunk));
                     self.pos = 0;
                 }
                 Ok(Err(e)) => return Err(e),

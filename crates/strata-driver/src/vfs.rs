@@ -17,7 +17,7 @@ use strata_tar::TarReader;
 
 use crate::driver::{ApplyResult, Capabilities, Change, Driver, FileGetter};
 use crate::options::parse_storage_opts;
-use crate::pipeline::read_ahead;
+use crate::pipeline::{read_ahead, with_flusher};
 use crate::store::{CleanupReport, ImportInfo, LayerKind, LayerMeta, Staging, Store};
 use crate::{CreateOpts, DriverError, LayerId, Result, backing};
 
@@ -144,13 +144,15 @@ impl VfsDriver {
             id: id.to_string(),
             source,
         })?;
-        let (stats, facts) = read_ahead(tar, |r| {
-            let mut reader = TarReader::new(r);
-            let opts = ApplyOptions {
-                whiteouts: WhiteoutMode::Delete,
-                writeback: true,
-            };
-            strata_layer::apply_tar(&root, &mut reader, opts)
+        let (stats, facts) = with_flusher(root.fd(), || {
+            read_ahead(tar, |r| {
+                let mut reader = TarReader::new(r);
+                let opts = ApplyOptions {
+                    whiteouts: WhiteoutMode::Delete,
+                    writeback: true,
+                };
+                strata_layer::apply_tar(&root, &mut reader, opts)
+            })
         })
         .map_err(|source| DriverError::Apply {
             id: id.to_string(),

@@ -204,6 +204,9 @@ fn run(cli: Cli) -> Result<()> {
                 Some(p) => {
                     let f = File::open(p).with_context(|| format!("open {}", p.display()))?;
                     let len = f.metadata().ok().map(|m| m.len());
+                    // A larger readahead window: the whole file is read once,
+                    // in order. Only a hint; a pipe or odd file just says no.
+                    let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::Sequential);
                     (Box::new(f), len)
                 }
             };
