@@ -24,7 +24,7 @@
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -520,7 +520,14 @@ impl Store {
         }
         let removing = format!("{}{REMOVING_SUFFIX}", id.as_str());
         // A leftover of an earlier interrupted removal of the same id.
-        self.remove_leftover(&removing)?;
+        if !self.remove_unheld(self.home_fd.as_fd(), removing.as_bytes(), &removing)?
+            && self.exists_raw(&removing)
+        {
+            return Err(DriverError::Busy {
+                id: id.to_string(),
+                reason: format!("{removing} is held by another process"),
+            });
+        }
         rustix::fs::renameat(
             &*self.home_fd,
             id.as_str(),
@@ -529,49 +536,52 @@ impl Store {
         )
         .map_err(|e| DriverError::io(format!("layer {id}: rename to {removing}"), e))?;
         self.sync_home(id)?;
-        self.remove_leftover(&removing)
+        self.remove_unheld(self.home_fd.as_fd(), removing.as_bytes(), &removing)?;
+        Ok(())
     }
 
-    /// Deletes a leftover directory of the home if no live process holds it.
-    fn remove_leftover(&self, name: &str) -> Result<()> {
-        let fd = match open_dir_at(&self.home_fd, name) {
+    /// True when the home holds an entry called `name`.
+    fn exists_raw(&self, name: &str) -> bool {
+        rustix::fs::statat(&*self.home_fd, name, AtFlags::SYMLINK_NOFOLLOW).is_ok()
+    }
+
+    /// Deletes the leftover directory `name` in `dir` (the home, or
+    /// `staging/`) unless a live process holds its flock: `Ok(false)` when
+    /// it was held or not there. `shown` names it in errors.
+    fn remove_unheld(&self, dir: BorrowedFd<'_>, name: &[u8], shown: &str) -> Result<bool> {
+        let fd = match open_dir_at(dir, OsStr::from_bytes(name)) {
             Ok(fd) => fd,
-            Err(Errno::NOENT) => return Ok(()),
-            Err(e) => return Err(DriverError::io(format!("open {name}"), e)),
+            Err(Errno::NOENT) => return Ok(false),
+            Err(e) => return Err(DriverError::io(format!("open {shown}"), e)),
         };
         match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {}
-            Err(Errno::WOULDBLOCK) => {
-                return Err(DriverError::Busy {
-                    id: name.to_string(),
-                    reason: "held by another process".into(),
-                });
-            }
-            Err(e) => return Err(DriverError::io(format!("lock {name}"), e)),
+            Err(Errno::WOULDBLOCK) => return Ok(false),
+            Err(e) => return Err(DriverError::io(format!("lock {shown}"), e)),
         }
-        strata_fs::remove_all_at(self.home_fd.as_fd(), name.as_bytes(), b"")
-            .map(drop)
-            .map_err(|source| DriverError::Fs {
-                id: name.to_string(),
-                source,
-            })
+        strata_fs::remove_all_at(dir, name, b"").map_err(|source| DriverError::Fs {
+            id: shown.to_string(),
+            source,
+        })
+    }
+
+    /// Names in a directory of the store.
+    fn names(&self, dir: BorrowedFd<'_>, shown: &str) -> Result<Vec<Vec<u8>>> {
+        let mut d = rustix::fs::Dir::read_from(dir)
+            .map_err(|e| DriverError::io(format!("list {shown}"), e))?;
+        strata_fs::dir_names(&mut d, b"").map_err(|source| DriverError::Fs {
+            id: shown.to_string(),
+            source,
+        })
     }
 
     /// Names in the home directory.
     fn entries(&self) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        let dir = rustix::fs::Dir::read_from(&*self.home_fd)
-            .map_err(|e| DriverError::io(format!("list {}", self.home.display()), e))?;
-        for ent in dir {
-            let ent =
-                ent.map_err(|e| DriverError::io(format!("list {}", self.home.display()), e))?;
-            let name = ent.file_name().to_bytes();
-            if name == b"." || name == b".." {
-                continue;
-            }
-            out.push(String::from_utf8_lossy(name).into_owned());
-        }
-        Ok(out)
+        let names = self.names(self.home_fd.as_fd(), &self.home.display().to_string())?;
+        Ok(names
+            .into_iter()
+            .map(|n| String::from_utf8_lossy(&n).into_owned())
+            .collect())
     }
 
     /// Finishes interrupted removals and discards abandoned staging dirs
@@ -580,37 +590,21 @@ impl Store {
         let mut report = CleanupReport::default();
         for name in self.entries()? {
             if name.ends_with(REMOVING_SUFFIX) {
-                match self.remove_leftover(&name) {
-                    Ok(()) => report.removals_finished.push(name),
-                    Err(DriverError::Busy { .. }) => {}
+                match self.remove_unheld(self.home_fd.as_fd(), name.as_bytes(), &name) {
+                    Ok(true) => report.removals_finished.push(name),
+                    Ok(false) => {}
                     Err(e) => report.errors.push(e.to_string()),
                 }
             }
         }
-        let staging = open_dir_at(&self.home_fd, STAGING_DIR)
+        let staging = open_dir_at(&*self.home_fd, STAGING_DIR)
             .map_err(|e| DriverError::io(format!("open {}/staging", self.home.display()), e))?;
-        let dir = rustix::fs::Dir::read_from(&staging)
-            .map_err(|e| DriverError::io(format!("list {}/staging", self.home.display()), e))?;
-        for ent in dir {
-            let ent = ent.map_err(|e| DriverError::io("list staging", e))?;
-            let name = ent.file_name().to_bytes().to_vec();
-            if name == b"." || name == b".." {
-                continue;
-            }
-            let shown = String::from_utf8_lossy(&name).into_owned();
-            let fd = match open_dir_at(&staging, OsStr::from_bytes(&name)) {
-                Ok(fd) => fd,
-                Err(e) => {
-                    report.errors.push(format!("open staging/{shown}: {e}"));
-                    continue;
-                }
-            };
-            if rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive).is_err() {
-                continue; // a live builder holds it
-            }
-            match strata_fs::remove_all_at(staging.as_fd(), &name, b"") {
-                Ok(_) => report.staging_removed.push(shown),
-                Err(e) => report.errors.push(format!("remove staging/{shown}: {e}")),
+        for name in self.names(staging.as_fd(), "staging")? {
+            let shown = format!("staging/{}", String::from_utf8_lossy(&name));
+            match self.remove_unheld(staging.as_fd(), &name, &shown) {
+                Ok(true) => report.staging_removed.push(shown),
+                Ok(false) => {}
+                Err(e) => report.errors.push(e.to_string()),
             }
         }
         Ok(report)

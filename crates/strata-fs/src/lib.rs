@@ -34,5 +34,5 @@ pub use ops::{
 };
 pub use path::{check_name, clean_path, components, display_path, join_path};
 pub use root::Root;
-pub use walk::{Visitor, WalkControl, WalkEntry, walk, walk_dir};
+pub use walk::{Visitor, WalkControl, WalkEntry, dir_names, walk, walk_dir};
 pub use xattr::{Xattr, set_xattr_at, set_xattr_fd, xattrs_at, xattrs_fd};

@@ -74,17 +74,8 @@ fn remove_all(parent: BorrowedFd<'_>, name: &[u8], path: &mut Vec<u8>) -> Result
         rustix::fs::fchmod(&dir, Mode::from_raw_mode(st.st_mode | 0o700))
             .map_err(|e| FsError::io("chmod", path, e))?;
     }
-    // Read all names before removing any: unlinking while reading a
-    // directory may make getdents skip entries on some filesystems.
     let mut d = Dir::new(dir).map_err(|e| FsError::io("opendir", path, e))?;
-    let mut names = Vec::new();
-    while let Some(ent) = d.read() {
-        let ent = ent.map_err(|e| FsError::io("readdir", path, e))?;
-        let n = ent.file_name().to_bytes();
-        if n != b"." && n != b".." {
-            names.push(n.to_vec());
-        }
-    }
+    let names = crate::walk::dir_names(&mut d, path)?;
     let fd = d.fd().map_err(|e| FsError::io("opendir", path, e))?;
     let base = path.len();
     for n in &names {

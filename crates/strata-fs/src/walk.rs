@@ -93,7 +93,7 @@ fn walk_children(dir: OwnedFd, path: &mut Vec<u8>, v: &mut dyn Visitor) -> Resul
     // All names are read before any visit, so the getdents offset of the
     // handle no longer matters and the same handle serves the `*at` calls.
     let mut d = Dir::new(dir).map_err(|e| FsError::io("opendir", path, e))?;
-    let names = sorted_names(&mut d, path)?;
+    let names = dir_names(&mut d, path)?;
     let fd = d.fd().map_err(|e| FsError::io("opendir", path, e))?;
     let base = path.len();
     for name in &names {
@@ -151,8 +151,11 @@ fn visit_one(
     })
 }
 
-/// The names in `d` (without `.` and `..`), sorted bytewise.
-fn sorted_names(d: &mut Dir, path: &[u8]) -> Result<Vec<Vec<u8>>> {
+/// The names in `d` (without `.` and `..`), sorted bytewise, all read
+/// before the caller acts on any: unlinking or creating while a directory
+/// is being read may make getdents skip or repeat entries. `path` names the
+/// directory in errors.
+pub fn dir_names(d: &mut Dir, path: &[u8]) -> Result<Vec<Vec<u8>>> {
     let mut names = Vec::new();
     while let Some(ent) = d.read() {
         let ent = ent.map_err(|e| FsError::io("readdir", path, e))?;
