@@ -384,7 +384,8 @@ pub fn p10_cleanup_sweeps(factory: Factory) {
         "{r:?}"
     );
     assert!(
-        r.staging_removed.contains(&"staging/feedfacefeedface".to_string()),
+        r.staging_removed
+            .contains(&"staging/feedfacefeedface".to_string()),
         "{r:?}"
     );
     assert!(r.errors.is_empty(), "{r:?}");
