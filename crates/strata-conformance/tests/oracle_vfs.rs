@@ -1,5 +1,6 @@
 //! Oracle test: the 4-layer image applied by Strata's vfs driver gives the
 //! same tree as `umoci unpack` of the same layers.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use strata_conformance::manifest::{ManifestOptions, manifest};
 use strata_conformance::{oracle, require_root};

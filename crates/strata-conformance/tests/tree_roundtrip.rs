@@ -4,6 +4,7 @@
 //! sub-second times) written as a tar and applied gives root A; exporting A
 //! as a full tar and applying that gives root B; A and B are the same tree,
 //! and exporting B gives the very bytes exported from A.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use proptest::prelude::*;
 use strata_conformance::manifest::{ManifestOptions, manifest};

@@ -1,5 +1,6 @@
 //! Store behaviours below the driver contract: the seed's `layerID` alias
 //! and the on-disk files a layer carries.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use std::fs;
 
