@@ -24,13 +24,49 @@ fn opts() -> CreateOpts {
     CreateOpts::default()
 }
 
+/// A temp dir that unmounts whatever is still mounted below it before it
+/// is removed (a test may end with a layer mounted, or with a size-limited
+/// layer's sandbox, which would otherwise outlive the test).
+pub struct TmpHome(tempfile::TempDir);
+
+impl TmpHome {
+    /// A fresh temp dir on /var/tmp (a disk filesystem, where /tmp may be
+    /// a tmpfs).
+    pub fn new() -> TmpHome {
+        TmpHome(
+            tempfile::Builder::new()
+                .prefix("strata-conf")
+                .tempdir_in("/var/tmp")
+                .unwrap(),
+        )
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Default for TmpHome {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TmpHome {
+    fn drop(&mut self) {
+        if let Ok(mounts) = strata_fs::mountinfo::read_self() {
+            for m in strata_fs::mountinfo::mounts_under(&mounts, self.0.path()) {
+                let _ = strata_fs::mount::unmount(&m.mount_point, true);
+            }
+        }
+    }
+}
+
 /// A fresh home (and the temp dir that holds it, with room for sentinels
 /// beside it).
-fn setup(factory: Factory) -> (tempfile::TempDir, Box<dyn Driver>) {
-    let tmp = tempfile::Builder::new()
-        .prefix("strata-conf")
-        .tempdir_in("/var/tmp")
-        .unwrap();
+fn setup(factory: Factory) -> (TmpHome, Box<dyn Driver>) {
+    let tmp = TmpHome::new();
     let d = factory(&tmp.path().join("home"));
     (tmp, d)
 }
@@ -205,7 +241,7 @@ pub fn p03_missing_parent_and_duplicate(factory: Factory) {
 pub fn p04_storage_options(factory: Factory) {
     let (_t, d) = setup(factory);
     let mut sized = opts();
-    sized.storage_opt.insert("size".into(), "10M".into());
+    sized.storage_opt.insert("size".into(), "20M".into());
     let e = d.create(&id("ro"), None, &sized).unwrap_err();
     assert!(e.to_string().contains("size"), "{e}");
     assert!(!d.exists(&id("ro")));
@@ -326,10 +362,7 @@ pub fn p08_rw_writes_do_not_leak(factory: Factory) {
 }
 
 pub fn p09_recovers_after_crash(factory: Factory) {
-    let tmp = tempfile::Builder::new()
-        .prefix("strata-conf")
-        .tempdir_in("/var/tmp")
-        .unwrap();
+    let tmp = TmpHome::new();
     let home = tmp.path().join("home");
     {
         let d = factory(&home);

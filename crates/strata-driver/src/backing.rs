@@ -6,13 +6,16 @@ use std::os::fd::AsFd;
 
 use rustix::fs::{Mode, OFlags};
 
+/// statfs magic of overlayfs, which cannot serve as an upper dir's backing.
+pub const OVERLAYFS_MAGIC: i64 = 0x794C_7630;
+
 /// Names of filesystems by their statfs magic, as `docker info` shows them.
 const MAGICS: &[(i64, &str)] = &[
     (0xEF53, "extfs"),
     (0x5846_5342, "xfs"),
     (0x9123_683E, "btrfs"),
     (0x0102_1994, "tmpfs"),
-    (0x794C_7630, "overlayfs"),
+    (OVERLAYFS_MAGIC, "overlayfs"),
     (0x2FC1_2FC1, "zfs"),
     (0x6573_5546, "fuse"),
     (0x5346_544E, "ntfs"),

@@ -33,6 +33,17 @@ pub struct ApplyResult {
     pub digest: String,
 }
 
+impl From<&ApplyResult> for crate::ImportInfo {
+    fn from(r: &ApplyResult) -> Self {
+        crate::ImportInfo {
+            size: r.size,
+            entries: r.entries,
+            tar_bytes: r.tar_bytes,
+            digest: r.digest.clone(),
+        }
+    }
+}
+
 /// Hands out a layer's own files by tar path, so engines can rebuild an
 /// original tar (tar-split) without mounting.
 pub trait FileGetter: Send {
@@ -108,5 +119,33 @@ pub trait Driver: Send + Sync {
     /// Every complete layer.
     fn list(&self) -> Result<Vec<LayerMeta>> {
         self.store().list()
+    }
+}
+
+/// Serves a layer's own files by tar path, resolved inside its content
+/// root (the getter every driver whose layers are plain trees shares).
+pub(crate) struct RootGetter {
+    id: String,
+    root: strata_fs::Root,
+}
+
+impl RootGetter {
+    /// A getter over `root`, the content of layer `id`.
+    pub(crate) fn new(id: &LayerId, root: strata_fs::Root) -> Self {
+        RootGetter {
+            id: id.to_string(),
+            root,
+        }
+    }
+}
+
+impl FileGetter for RootGetter {
+    fn get(&self, path: &[u8]) -> Result<Box<dyn Read + Send>> {
+        let fs = |source| crate::DriverError::Fs {
+            id: self.id.clone(),
+            source,
+        };
+        let clean = strata_fs::clean_path(path).map_err(fs)?;
+        Ok(Box::new(self.root.open_file(&clean).map_err(fs)?))
     }
 }

@@ -109,6 +109,24 @@ pub enum DriverError {
         #[source]
         source: strata_fs::FsError,
     },
+    /// Mounting or unmounting a layer's view failed.
+    #[error("layer {id}: {source}")]
+    Mount {
+        /// The layer.
+        id: String,
+        /// The mount error (names the step, option and the kernel's text).
+        #[source]
+        source: strata_fs::mount::MountError,
+    },
+    /// A size-limited sandbox could not be made, mounted or released.
+    #[error("layer {id}: {source}")]
+    Sandbox {
+        /// The layer.
+        id: String,
+        /// The sandbox error (names the image, device or mount point).
+        #[source]
+        source: strata_fs::SandboxError,
+    },
     /// A store file (metadata, staging, home) could not be used.
     #[error("{what}: {source}")]
     Io {

@@ -26,6 +26,7 @@ mod driver;
 mod error;
 mod id;
 mod options;
+pub mod overlay;
 mod pipeline;
 mod store;
 pub mod vfs;
@@ -39,20 +40,60 @@ pub use options::{CreateOpts, StorageOpts, parse_size, parse_storage_opts};
 pub use store::{CleanupReport, ImportInfo, LayerKind, LayerLock, LayerMeta, Staging, Store};
 
 /// Registered drivers, in priority order for automatic choice.
-pub const DRIVERS: &[&str] = &[vfs::NAME];
+pub const DRIVERS: &[&str] = &[overlay::NAME, vfs::NAME];
 
-/// Opens the driver `name` on `home`, or, with no name, the first driver
-/// in priority order that can work there.
+/// File in a home naming the driver that owns it: layers of one driver
+/// mean nothing to another, so a home is never opened with a second one.
+const DRIVER_MARKER: &str = ".strata-driver";
+
+/// Opens the driver `name` on `home`. With no name: the driver that
+/// already owns the home, else the first driver in priority order that can
+/// work there (`vfs` works anywhere, and its `status` then says why
+/// `overlay` could not be used).
 pub fn open(name: Option<&str>, home: &Path, options: &[String]) -> Result<Box<dyn Driver>> {
-    match name {
-        Some(vfs::NAME) | None => Ok(Box::new(vfs::VfsDriver::open(home, options)?)),
-        Some(other) => Err(DriverError::Unusable {
-            driver: "strata",
-            home: home.display().to_string(),
-            reason: format!(
-                "unknown driver {other:?} (available: {})",
-                DRIVERS.join(", ")
-            ),
-        }),
+    let marker = home.join(DRIVER_MARKER);
+    let owner = match std::fs::read_to_string(&marker) {
+        Ok(s) => Some(s.trim().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(DriverError::io(format!("read {}", marker.display()), e)),
+    };
+    let unusable = |driver: &'static str, reason: String| DriverError::Unusable {
+        driver,
+        home: home.display().to_string(),
+        reason,
+    };
+    let driver: Box<dyn Driver> = match (name.or(owner.as_deref()), owner.as_deref()) {
+        (Some(n), Some(o)) if n != o => {
+            let n = DRIVERS
+                .iter()
+                .find(|d| **d == n)
+                .copied()
+                .unwrap_or("strata");
+            return Err(unusable(n, format!("the home belongs to the {o} driver")));
+        }
+        (Some(overlay::NAME), _) => Box::new(overlay::OverlayDriver::open(home, options)?),
+        (Some(vfs::NAME), _) => Box::new(vfs::VfsDriver::open(home, options)?),
+        (Some(other), _) => {
+            return Err(unusable(
+                "strata",
+                format!(
+                    "unknown driver {other:?} (available: {})",
+                    DRIVERS.join(", ")
+                ),
+            ));
+        }
+        (None, _) => match overlay::OverlayDriver::open(home, options) {
+            Ok(d) => Box::new(d),
+            Err(DriverError::Unusable { reason, .. }) => {
+                Box::new(vfs::VfsDriver::open(home, options)?.because_overlay_failed(reason))
+            }
+            Err(e) => return Err(e),
+        },
+    };
+    if owner.is_none() {
+        driver
+            .store()
+            .write_home_file(DRIVER_MARKER, driver.name().as_bytes())?;
     }
+    Ok(driver)
 }

@@ -8,7 +8,14 @@ use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError, mpsc};
 
+use strata_fs::Root;
+use strata_layer::{Applier, ApplyOptions, WhiteoutMode};
+use strata_tar::TarReader;
+
 use crate::digest::DigestReader;
+use crate::driver::ApplyResult;
+use crate::store::Staging;
+use crate::{DriverError, LayerId};
 
 /// Size of one chunk handed from the reader thread to the applier.
 const CHUNK: usize = 1 << 20;
@@ -21,6 +28,50 @@ pub struct StreamFacts {
     pub digest: String,
     /// Bytes in the stream.
     pub bytes: u64,
+}
+
+/// Applies the tar stream `tar` onto the content dir of `staging` (the
+/// import path every driver shares): read-ahead and hashing on one thread,
+/// the applier on this one, write-back pushed by the flusher meanwhile.
+/// `lower` is the merged view below a layer that stores only its own
+/// changes, for hard links to files of the layers below.
+pub fn apply_stream(
+    id: &LayerId,
+    staging: &Staging,
+    tar: &mut (dyn Read + Send),
+    whiteouts: WhiteoutMode,
+    lower: Option<&Root>,
+) -> crate::Result<ApplyResult> {
+    let root = Root::open(staging.content_path()).map_err(|source| DriverError::Fs {
+        id: id.to_string(),
+        source,
+    })?;
+    let (stats, facts) = with_flusher(root.fd(), || {
+        read_ahead(tar, |r| {
+            let mut reader = TarReader::new(r);
+            let opts = ApplyOptions {
+                whiteouts,
+                writeback: true,
+            };
+            let applier = Applier::new(&root, opts);
+            let applier = match lower {
+                Some(l) => applier.with_lower(l),
+                None => applier,
+            };
+            strata_layer::apply_entries(applier, &mut reader)
+        })
+    })
+    .map_err(|source| DriverError::Apply {
+        id: id.to_string(),
+        source,
+    })?;
+    let facts = facts.map_err(|e| DriverError::io(format!("layer {id}: read tar stream"), e))?;
+    Ok(ApplyResult {
+        size: stats.size,
+        entries: stats.entries,
+        tar_bytes: facts.bytes,
+        digest: facts.digest,
+    })
 }
 
 /// Runs `consume` on a reader fed by a read-ahead thread over `src`. When

@@ -95,6 +95,30 @@ pub struct LayerMeta {
 }
 
 impl LayerMeta {
+    /// Metadata for a layer being created now by `driver`.
+    pub fn new(
+        driver: &str,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        kind: LayerKind,
+        copied_at: Option<(i64, u32)>,
+        import: Option<ImportInfo>,
+    ) -> LayerMeta {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        LayerMeta {
+            id: id.to_string(),
+            parent: parent.map(|p| p.to_string()),
+            kind,
+            driver: driver.to_string(),
+            created: (now.as_secs() as i64, now.subsec_nanos()),
+            copied_at,
+            size_limit: None,
+            import,
+        }
+    }
+
     /// `copied_at` as a tar timestamp.
     pub fn copied_at(&self) -> Option<Timestamp> {
         self.copied_at
@@ -275,6 +299,27 @@ impl Store {
         self.layer_dir(id).join(CONTENT_DIR)
     }
 
+    /// The content directory of layer `id` as a [`Root`](strata_fs::Root).
+    pub fn content_root(&self, id: &LayerId) -> Result<strata_fs::Root> {
+        strata_fs::Root::open(self.content_dir(id)).map_err(|source| DriverError::Fs {
+            id: id.to_string(),
+            source,
+        })
+    }
+
+    /// Resolves the parent named for a new layer `id`: it must exist.
+    pub fn check_parent(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<Option<LayerId>> {
+        let Some(p) = parent else { return Ok(None) };
+        let p = self.resolve(p)?;
+        if !self.exists(&p) {
+            return Err(DriverError::MissingParent {
+                id: id.to_string(),
+                parent: p.to_string(),
+            });
+        }
+        Ok(Some(p))
+    }
+
     /// Takes the lock of layer `id` (in-process; one daemon owns a home).
     pub fn lock(&self, id: &LayerId) -> LayerLock {
         let mut held = self
@@ -311,6 +356,12 @@ impl Store {
             Err(Errno::NOENT) | Err(Errno::NOTDIR) => Ok(id.clone()),
             Err(e) => Err(DriverError::io(format!("layer {id}: read {ALIAS_FILE}"), e)),
         }
+    }
+
+    /// Writes a file of the store's own into the home, atomically.
+    pub fn write_home_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        write_file_at(&self.home_fd, name, bytes, true)
+            .map_err(|e| DriverError::io(format!("write {}/{name}", self.home.display()), e))
     }
 
     /// Makes layer `id` an alias of `target` (both must exist).
@@ -430,9 +481,9 @@ impl Store {
     /// Writes `meta` and the chain file into `staging`, syncs it, and
     /// renames it into place as layer `id`. Fails with `AlreadyExists`
     /// (leaving the existing layer alone) if `id` appeared meanwhile.
-    pub fn commit_new(&self, mut staging: Staging, meta: &LayerMeta) -> Result<()> {
+    pub fn commit_new(&self, staging: &mut Staging, meta: &LayerMeta) -> Result<()> {
         let id = LayerId::new(&meta.id)?;
-        self.write_meta_files(&staging, meta)?;
+        self.write_meta_files(staging, meta)?;
         staging.sync()?;
         let from = format!("{STAGING_DIR}/{}", staging.name);
         match rustix::fs::renameat_with(
@@ -454,9 +505,9 @@ impl Store {
 
     /// Replaces layer `id`'s directory with `staging` in one exchange, then
     /// discards the old version.
-    pub fn commit_replace(&self, staging: Staging, meta: &LayerMeta) -> Result<()> {
+    pub fn commit_replace(&self, staging: &mut Staging, meta: &LayerMeta) -> Result<()> {
         let id = LayerId::new(&meta.id)?;
-        self.write_meta_files(&staging, meta)?;
+        self.write_meta_files(staging, meta)?;
         staging.sync()?;
         let from = format!("{STAGING_DIR}/{}", staging.name);
         rustix::fs::renameat_with(

@@ -9,15 +9,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use strata_fs::Root;
-use strata_layer::{ApplyOptions, CompareOptions, WhiteoutMode};
-use strata_tar::TarReader;
+use strata_layer::{CompareOptions, WhiteoutMode};
 
-use crate::driver::{ApplyResult, Capabilities, Change, Driver, FileGetter};
+use crate::driver::{ApplyResult, Capabilities, Change, Driver, FileGetter, RootGetter};
 use crate::options::parse_storage_opts;
-use crate::pipeline::{read_ahead, with_flusher};
+use crate::pipeline::apply_stream;
 use crate::store::{CleanupReport, ImportInfo, LayerKind, LayerMeta, Staging, Store};
 use crate::{CreateOpts, DriverError, LayerId, Result, backing};
 
@@ -31,6 +29,8 @@ pub struct VfsDriver {
     refs: Mutex<HashMap<String, u32>>,
     backing: String,
     d_type: bool,
+    /// Why the overlay driver was not used, when vfs was chosen for that.
+    overlay_failed: Option<String>,
 }
 
 impl VfsDriver {
@@ -54,14 +54,14 @@ impl VfsDriver {
             refs: Mutex::new(HashMap::new()),
             backing,
             d_type,
+            overlay_failed: None,
         })
     }
 
-    fn root(&self, id: &LayerId) -> Result<Root> {
-        Root::open(self.store.content_dir(id)).map_err(|source| DriverError::Fs {
-            id: id.to_string(),
-            source,
-        })
+    /// Records why automatic choice fell back to vfs, for `status`.
+    pub fn because_overlay_failed(mut self, reason: String) -> Self {
+        self.overlay_failed = Some(reason);
+        self
     }
 
     fn refcount(&self, id: &LayerId) -> u32 {
@@ -79,7 +79,7 @@ impl VfsDriver {
         let Some(from) = from else {
             return Ok((staging, None));
         };
-        let src = self.root(from)?;
+        let src = self.store.content_root(from)?;
         let dst = Root::open(staging.content_path()).map_err(|source| DriverError::Fs {
             id: id.to_string(),
             source,
@@ -115,57 +115,10 @@ impl VfsDriver {
         if self.store.exists(id) {
             return Err(DriverError::AlreadyExists { id: id.to_string() });
         }
-        let parent = self.check_parent(id, parent)?;
-        let (staging, copied_at) = self.stage_copy(id, parent.as_ref())?;
-        let meta = new_meta(id, parent.as_ref(), kind, copied_at, None);
-        self.store.commit_new(staging, &meta)
-    }
-
-    fn check_parent(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<Option<LayerId>> {
-        let Some(p) = parent else { return Ok(None) };
-        let p = self.store.resolve(p)?;
-        if !self.store.exists(&p) {
-            return Err(DriverError::MissingParent {
-                id: id.to_string(),
-                parent: p.to_string(),
-            });
-        }
-        Ok(Some(p))
-    }
-
-    /// Applies `tar` onto the content of `staging`, hashing the stream.
-    fn apply_into(
-        &self,
-        id: &LayerId,
-        staging: &Staging,
-        tar: &mut (dyn Read + Send),
-    ) -> Result<ApplyResult> {
-        let root = Root::open(staging.content_path()).map_err(|source| DriverError::Fs {
-            id: id.to_string(),
-            source,
-        })?;
-        let (stats, facts) = with_flusher(root.fd(), || {
-            read_ahead(tar, |r| {
-                let mut reader = TarReader::new(r);
-                let opts = ApplyOptions {
-                    whiteouts: WhiteoutMode::Delete,
-                    writeback: true,
-                };
-                strata_layer::apply_tar(&root, &mut reader, opts)
-            })
-        })
-        .map_err(|source| DriverError::Apply {
-            id: id.to_string(),
-            source,
-        })?;
-        let facts =
-            facts.map_err(|e| DriverError::io(format!("layer {id}: read tar stream"), e))?;
-        Ok(ApplyResult {
-            size: stats.size,
-            entries: stats.entries,
-            tar_bytes: facts.bytes,
-            digest: facts.digest,
-        })
+        let parent = self.store.check_parent(id, parent)?;
+        let (mut staging, copied_at) = self.stage_copy(id, parent.as_ref())?;
+        let meta = LayerMeta::new(NAME, id, parent.as_ref(), kind, copied_at, None);
+        self.store.commit_new(&mut staging, &meta)
     }
 
     /// The comparison base for `id` against `parent`: its real parent lets
@@ -177,7 +130,7 @@ impl VfsDriver {
     ) -> Result<(Root, Option<Root>, CompareOptions)> {
         let id = self.store.resolve(id)?;
         let meta = self.store.meta(&id)?;
-        let layer = self.root(&id)?;
+        let layer = self.store.content_root(&id)?;
         let Some(parent) = parent else {
             return Ok((
                 layer,
@@ -196,40 +149,9 @@ impl VfsDriver {
         };
         Ok((
             layer,
-            Some(self.root(&parent)?),
+            Some(self.store.content_root(&parent)?),
             CompareOptions { touched_after },
         ))
-    }
-}
-
-fn new_meta(
-    id: &LayerId,
-    parent: Option<&LayerId>,
-    kind: LayerKind,
-    copied_at: Option<(i64, u32)>,
-    import: Option<ImportInfo>,
-) -> LayerMeta {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    LayerMeta {
-        id: id.to_string(),
-        parent: parent.map(|p| p.to_string()),
-        kind,
-        driver: NAME.to_string(),
-        created: (now.as_secs() as i64, now.subsec_nanos()),
-        copied_at,
-        size_limit: None,
-        import,
-    }
-}
-
-fn import_info(r: &ApplyResult) -> ImportInfo {
-    ImportInfo {
-        size: r.size,
-        entries: r.entries,
-        tar_bytes: r.tar_bytes,
-        digest: r.digest.clone(),
     }
 }
 
@@ -306,13 +228,17 @@ impl Driver for VfsDriver {
             .list()
             .map(|l| l.len().to_string())
             .unwrap_or_else(|e| format!("error: {e}"));
-        vec![
+        let mut s = vec![
             ("Driver".into(), NAME.into()),
             ("Home".into(), self.store.home().display().to_string()),
             ("Backing Filesystem".into(), self.backing.clone()),
             ("Supports d_type".into(), self.d_type.to_string()),
             ("Layers".into(), layers),
-        ]
+        ];
+        if let Some(why) = &self.overlay_failed {
+            s.push(("Overlay Unavailable".into(), why.clone()));
+        }
+        s
     }
 
     fn metadata(&self, id: &LayerId) -> Result<BTreeMap<String, String>> {
@@ -386,10 +312,10 @@ impl Driver for VfsDriver {
         }
         // Build the new content beside the old and swap them in one step,
         // so a bad stream leaves the layer exactly as it was.
-        let (staging, _) = self.stage_copy(&id, Some(&id))?;
-        let result = self.apply_into(&id, &staging, tar)?;
-        meta.import = Some(import_info(&result));
-        self.store.commit_replace(staging, &meta)?;
+        let (mut staging, _) = self.stage_copy(&id, Some(&id))?;
+        let result = apply_stream(&id, &staging, tar, WhiteoutMode::Delete, None)?;
+        meta.import = Some(ImportInfo::from(&result));
+        self.store.commit_replace(&mut staging, &meta)?;
         Ok(result)
     }
 
@@ -403,17 +329,18 @@ impl Driver for VfsDriver {
         if self.store.exists(id) {
             return Err(DriverError::AlreadyExists { id: id.to_string() });
         }
-        let parent = self.check_parent(id, parent)?;
-        let (staging, copied_at) = self.stage_copy(id, parent.as_ref())?;
-        let result = self.apply_into(id, &staging, tar)?;
-        let meta = new_meta(
+        let parent = self.store.check_parent(id, parent)?;
+        let (mut staging, copied_at) = self.stage_copy(id, parent.as_ref())?;
+        let result = apply_stream(id, &staging, tar, WhiteoutMode::Delete, None)?;
+        let meta = LayerMeta::new(
+            NAME,
             id,
             parent.as_ref(),
             LayerKind::Ro,
             copied_at,
-            Some(import_info(&result)),
+            Some(ImportInfo::from(&result)),
         );
-        self.store.commit_new(staging, &meta)?;
+        self.store.commit_new(&mut staging, &meta)?;
         Ok(result)
     }
 
@@ -435,32 +362,15 @@ impl Driver for VfsDriver {
     fn diff_getter(&self, id: &LayerId) -> Result<Box<dyn FileGetter>> {
         let id = self.store.resolve(id)?;
         self.store.meta(&id)?;
-        Ok(Box::new(RootGetter {
-            id: id.to_string(),
-            root: self.root(&id)?,
-        }))
+        Ok(Box::new(RootGetter::new(
+            &id,
+            self.store.content_root(&id)?,
+        )))
     }
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             reproduces_exact_diffs: false,
         }
-    }
-}
-
-/// Serves files by tar path from a layer root, resolved inside it.
-struct RootGetter {
-    id: String,
-    root: Root,
-}
-
-impl FileGetter for RootGetter {
-    fn get(&self, path: &[u8]) -> Result<Box<dyn Read + Send>> {
-        let fs = |source| DriverError::Fs {
-            id: self.id.clone(),
-            source,
-        };
-        let clean = strata_fs::clean_path(path).map_err(fs)?;
-        Ok(Box::new(self.root.open_file(&clean).map_err(fs)?))
     }
 }

@@ -83,6 +83,75 @@ pub fn copy_tree(src: &Root, dst: &Root) -> Result<CopyStats> {
     Ok(c.stats)
 }
 
+/// Copies the object at `path` (not a directory) from `src` into `dst`,
+/// creating the directories above it in `dst` with the metadata they have
+/// in `src`: what overlayfs calls a copy-up. Used when a layer hard-links
+/// a file that a lower layer holds. Every directory on the way must be a
+/// real directory in `src` (not a symlink), so the copy lands at the very
+/// path the link names.
+pub fn copy_up(src: &Root, dst: &Root, path: &[u8]) -> Result<()> {
+    let mut c = Copier {
+        dst,
+        dirs: vec![dst.open_dir(b"")?],
+        links: HashMap::new(),
+        data: DataCopier::default(),
+        stats: CopyStats::default(),
+    };
+    let mut made = Vec::new();
+    let mut prefix_end = 0;
+    let comps: Vec<&[u8]> = crate::components(path).collect();
+    for (i, comp) in comps.iter().enumerate() {
+        prefix_end += comp.len() + usize::from(i > 0);
+        let p = &path[..prefix_end];
+        let (sparent, name) = src.open_parent(p)?;
+        let st = rustix::fs::statat(&sparent, name, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| FsError::io("lstat", p, e))?;
+        let e = WalkEntry {
+            path: p,
+            name,
+            parent: sparent.as_fd(),
+            stat: &st,
+        };
+        let last = i + 1 == comps.len();
+        let is_dir = e.file_type() == FileType::Directory;
+        if last == is_dir {
+            return Err(FsError::Invalid {
+                path: crate::display_path(p),
+                reason: if last {
+                    "is a directory in the lower layer".into()
+                } else {
+                    "is not a directory in the lower layer".into()
+                },
+            });
+        }
+        match dst.lstat(p)? {
+            Some(d) if !last && FileType::from_raw_mode(d.st_mode) == FileType::Directory => {
+                c.dirs.push(dst.open_dir(p)?);
+            }
+            Some(_) => {
+                return Err(FsError::Invalid {
+                    path: crate::display_path(p),
+                    reason: "is in the way of a copy-up".into(),
+                });
+            }
+            None => {
+                c.visit(&e)?;
+                if is_dir {
+                    made.push((p.to_vec(), st));
+                }
+            }
+        }
+    }
+    // Modes and times last, deepest first, so making children does not
+    // disturb them.
+    for (p, st) in made.iter().rev() {
+        let fd = dst.open_dir(p)?;
+        chmod_fd(fd.as_fd(), st.st_mode, p)?;
+        set_times_fd(fd.as_fd(), &stat_times(st), p)?;
+    }
+    Ok(())
+}
+
 /// The walk visitor that mirrors each object into the destination.
 struct Copier<'a> {
     dst: &'a Root,

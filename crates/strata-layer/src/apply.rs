@@ -134,6 +134,10 @@ pub struct Applier<'r> {
     created: HashSet<Vec<u8>>,
     /// Directory times to set at the end, in entry order.
     dir_times: Vec<(Vec<u8>, Timestamps)>,
+    /// The merged view of the layers below, when this layer holds only its
+    /// own changes (overlay): hard-link targets not in `root` are copied up
+    /// from it, as overlayfs itself would.
+    lower: Option<&'r Root>,
     stats: ApplyStats,
 }
 
@@ -141,6 +145,7 @@ impl<'r> Applier<'r> {
     /// An applier writing into `root`.
     pub fn new(root: &'r Root, opts: ApplyOptions) -> Self {
         Applier {
+            lower: None,
             root,
             opts,
             pipe: Pipeline::new(),
@@ -152,6 +157,13 @@ impl<'r> Applier<'r> {
             dir_times: Vec::new(),
             stats: ApplyStats::default(),
         }
+    }
+
+    /// Makes hard links to files of `lower` (the merged view of the layers
+    /// below) possible: such a target is copied up into this layer first.
+    pub fn with_lower(mut self, lower: &'r Root) -> Self {
+        self.lower = Some(lower);
+        self
     }
 
     /// Applies one entry; `data` yields exactly `h.size` bytes for regular
@@ -430,6 +442,14 @@ impl<'r> Applier<'r> {
         if target.is_empty() {
             return Err(bad("is the layer root"));
         }
+        // A target only the layers below hold is copied up first, so the
+        // link shares this layer's copy, as it would through an overlay.
+        if let Some(lower) = self.lower
+            && self.root.lstat(&target)?.is_none()
+            && lower.lstat(&target)?.is_some()
+        {
+            strata_fs::copy_up(lower, self.root, &target)?;
+        }
         // The target's directory is resolved inside the root and its last
         // component is not followed: only an object inside the root can be
         // linked, and a symlink target links the symlink itself.
@@ -445,6 +465,13 @@ impl<'r> Applier<'r> {
         };
         if FileType::from_raw_mode(tst.st_mode) == FileType::Directory {
             return Err(bad("is a directory"));
+        }
+        // In overlay form a 0/0 device is this layer's record that the
+        // path was deleted, not a file to link.
+        if matches!(self.opts.whiteouts, WhiteoutMode::Overlay { .. })
+            && strata_fs::overlay::is_whiteout(&tst)
+        {
+            return Err(bad("was deleted by this layer"));
         }
         let link = || {
             rustix::fs::linkat(&tdir, tname, dir, name, AtFlags::empty())
@@ -755,7 +782,14 @@ pub fn apply_tar<R: Read>(
     reader: &mut TarReader<R>,
     opts: ApplyOptions,
 ) -> Result<ApplyStats, ApplyError> {
-    let mut a = Applier::new(root, opts);
+    apply_entries(Applier::new(root, opts), reader)
+}
+
+/// Feeds every entry of `reader` to `a` and finishes it.
+pub fn apply_entries<R: Read>(
+    mut a: Applier<'_>,
+    reader: &mut TarReader<R>,
+) -> Result<ApplyStats, ApplyError> {
     while let Some(h) = reader.next_entry()? {
         let at = reader.entry_offset();
         if let Err(e) = a.apply(&h, &mut reader.data()) {

@@ -5,10 +5,24 @@
 //! the kernel through rustix; when it needs a call rustix lacks, the call is
 //! added here, shaped like rustix's own API (borrowed fds, typed flags,
 //! `rustix::io::Result`), so that callers never see a raw integer fd or
-//! `errno`. Each function is one system call, with no policy of its own:
-//! fallbacks for older kernels are the caller's choice.
+//! `errno`. Functions are single system calls with no policy of their own,
+//! except where the kernel interface itself needs a protocol that only
+//! makes sense in one place: attaching a loop device (take a free number,
+//! configure it, retry when another process won the race, fall back to the
+//! pre-5.8 ioctls).
 #![deny(missing_docs)]
 #![allow(unsafe_code)]
+
+mod loopdev;
+mod quota;
+
+pub use loopdev::{
+    LoopBacking, LoopDevice, loop_backing, loop_backing_file, loop_device_path, loop_numbers,
+};
+pub use quota::{
+    FS_XFLAG_PROJINHERIT, FsXattr, ProjectQuota, ProjectQuotaState, get_fsxattr, project_quota,
+    project_quota_state, set_fsxattr, set_project_quota_limit,
+};
 
 use std::ffi::CStr;
 use std::ops::BitOr;
@@ -102,10 +116,42 @@ pub fn fchmodat2(dirfd: impl AsFd, path: &CStr, mode: Mode, flags: AtFlags) -> R
     check(ret)
 }
 
+/// `unshare(CLONE_FS)`: gives the calling thread its own copy of the
+/// filesystem context (current directory, root, umask), so that a later
+/// `chdir` moves only this thread. Strata uses it on a short-lived helper
+/// thread that mounts with paths relative to a chosen directory while the
+/// rest of the process keeps its working directory.
+///
+/// # References
+///  - [Linux](https://man7.org/linux/man-pages/man2/unshare.2.html)
+pub fn unshare_fs() -> Result<()> {
+    // SAFETY: rustix marks `unshare` unsafe because `CLONE_FILES` would
+    // give this thread a private fd table, so fds opened elsewhere could
+    // stop being valid here. `CLONE_FS` only copies the cwd/root/umask
+    // record; the fd table stays shared, so no fd is invalidated.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::FS) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn unshare_fs_keeps_chdir_in_the_thread() {
+        let before = std::env::current_dir().expect("cwd");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().to_path_buf();
+        let inner = std::thread::spawn(move || {
+            unshare_fs().expect("unshare");
+            std::env::set_current_dir(&p).expect("chdir");
+            std::env::current_dir().expect("cwd")
+        })
+        .join()
+        .expect("thread");
+        assert_eq!(inner, dir.path().canonicalize().expect("canonicalize"));
+        assert_eq!(std::env::current_dir().expect("cwd"), before);
+    }
 
     #[test]
     fn sync_file_range_starts_writeback() {

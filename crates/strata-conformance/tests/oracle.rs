@@ -1,14 +1,14 @@
-//! Oracle test: the 4-layer image applied by Strata's vfs driver gives the
-//! same tree as `umoci unpack` of the same layers.
+//! Oracle test: the 4-layer image applied by each Strata driver gives the
+//! same tree as `umoci unpack` of the same layers (for overlay: through its
+//! merged view).
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use strata_conformance::manifest::{ManifestOptions, manifest};
 use strata_conformance::{oracle, require_root};
 use strata_driver::LayerId;
 
-#[test]
-fn vfs_matches_umoci() {
-    if !require_root("vfs_matches_umoci") {
+fn matches_umoci(driver: &str) {
+    if !require_root(&format!("{driver}_matches_umoci")) {
         return;
     }
     let work = tempfile::Builder::new()
@@ -17,7 +17,7 @@ fn vfs_matches_umoci() {
         .unwrap();
     let layers = oracle::layers();
     let rootfs = oracle::umoci_unpack(work.path(), &layers);
-    let d = strata_driver::open(Some("vfs"), &work.path().join("home"), &[]).unwrap();
+    let d = strata_driver::open(Some(driver), &work.path().join("home"), &[]).unwrap();
     let mut parent: Option<LayerId> = None;
     for (i, tar) in layers.iter().enumerate() {
         let id = LayerId::new(&format!("l{i}")).unwrap();
@@ -37,5 +37,15 @@ fn vfs_matches_umoci() {
     let theirs = manifest(&rootfs, &opts);
     d.put(&top).unwrap();
     assert!(ours.contains("var/lib/new/deep"), "{ours}");
-    assert_eq!(ours, theirs, "strata (left) vs umoci (right)");
+    assert_eq!(ours, theirs, "strata {driver} (left) vs umoci (right)");
+}
+
+#[test]
+fn vfs_matches_umoci() {
+    matches_umoci("vfs");
+}
+
+#[test]
+fn overlay_matches_umoci() {
+    matches_umoci("overlay");
 }
