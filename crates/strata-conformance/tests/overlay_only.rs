@@ -193,3 +193,80 @@ fn size_limited_layer_refuses_writes_past_its_limit() {
         loops_backed_under(t.path())
     );
 }
+
+/// True when something is mounted exactly at `p`.
+fn mounted_at(p: &std::path::Path) -> bool {
+    let mounts = strata_fs::mountinfo::read_self().unwrap();
+    mounts.iter().any(|m| m.mount_point == p)
+}
+
+#[test]
+fn concurrent_get_put_keep_the_count_exact() {
+    if !require_root("concurrent_get_put_keep_the_count_exact") {
+        return;
+    }
+    let (_t, d) = open();
+    let base = TarBuilder::new().file("f", 0o644, b"x").build();
+    d.import(&id("base"), None, &mut &base[..]).unwrap();
+    d.create_read_write(&id("ctr"), Some(&id("base")), &CreateOpts::default())
+        .unwrap();
+    let merged = d.home().join("ctr/merged");
+    let d: &dyn Driver = d.as_ref();
+    // One reference held throughout, so the view must never go away while
+    // the threads come and go.
+    let held = d.get(&id("ctr"), "").unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..16 {
+            s.spawn(|| {
+                for _ in 0..40 {
+                    let p = d.get(&id("ctr"), "").unwrap();
+                    assert_eq!(fs::read(p.join("f")).unwrap(), b"x");
+                    d.put(&id("ctr")).unwrap();
+                }
+            });
+        }
+    });
+    assert!(mounted_at(&merged), "still held once");
+    assert_eq!(fs::read(held.join("f")).unwrap(), b"x");
+    d.put(&id("ctr")).unwrap();
+    assert!(!mounted_at(&merged), "the last put unmounts");
+    d.put(&id("ctr")).unwrap();
+    assert!(!mounted_at(&merged));
+}
+
+#[test]
+fn overlayfs_as_backing_filesystem_is_refused_by_name() {
+    if !require_root("overlayfs_as_backing_filesystem_is_refused_by_name") {
+        return;
+    }
+    let t = TmpHome::new();
+    for d in ["lower", "upper", "work", "merged"] {
+        fs::create_dir(t.path().join(d)).unwrap();
+    }
+    let spec = strata_fs::mount::OverlaySpec {
+        lowers: vec![t.path().join("lower")],
+        upper: Some(t.path().join("upper")),
+        work: Some(t.path().join("work")),
+        ..Default::default()
+    };
+    strata_fs::mount::mount_overlay(&spec, &t.path().join("merged")).unwrap();
+    let home = t.path().join("merged/home");
+    let Err(e) = strata_driver::open(Some("overlay"), &home, &[]) else {
+        panic!("overlay opened on an overlayfs home");
+    };
+    let e = e.to_string();
+    assert!(e.contains("overlayfs") && e.contains("overlay"), "{e}");
+    // Left to choose, Strata falls back to vfs and says why.
+    let d = strata_driver::open(None, &home, &[]).unwrap();
+    assert_eq!(d.name(), "vfs");
+    let status = d.status();
+    let why = status
+        .iter()
+        .find(|(k, _)| k == "Overlay Unavailable")
+        .map(|(_, v)| v.clone());
+    assert!(why.is_some_and(|w| w.contains("overlayfs")), "{status:?}");
+    assert!(
+        status.contains(&("Backing Filesystem".to_string(), "overlayfs".to_string())),
+        "{status:?}"
+    );
+}
