@@ -388,6 +388,18 @@ impl OverlayDriver {
         Ok(merged)
     }
 
+    /// Resolves `id` (with its metadata) and `parent` through aliases.
+    fn resolve_pair(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+    ) -> Result<(LayerId, LayerMeta, Option<LayerId>)> {
+        let id = self.store.resolve(id)?;
+        let meta = self.store.meta(&id)?;
+        let parent = parent.map(|p| self.store.resolve(p)).transpose()?;
+        Ok((id, meta, parent))
+    }
+
     /// True when `parent` is `id`'s own parent and the kernel's overlay
     /// keeps upper dirs faithful: then `id`'s `diff/` is exactly its change.
     fn native_for(&self, meta: &LayerMeta, parent: Option<&LayerId>) -> bool {
@@ -654,9 +666,7 @@ impl Driver for OverlayDriver {
     }
 
     fn diff(&self, id: &LayerId, parent: Option<&LayerId>, out: &mut dyn Write) -> Result<u64> {
-        let id = self.store.resolve(id)?;
-        let meta = self.store.meta(&id)?;
-        let parent = parent.map(|p| self.store.resolve(p)).transpose()?;
+        let (id, meta, parent) = self.resolve_pair(id, parent)?;
         let export = |source| DriverError::Export {
             id: id.to_string(),
             source,
@@ -676,9 +686,7 @@ impl Driver for OverlayDriver {
     }
 
     fn changes(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<Vec<Change>> {
-        let id = self.store.resolve(id)?;
-        let meta = self.store.meta(&id)?;
-        let parent = parent.map(|p| self.store.resolve(p)).transpose()?;
+        let (id, meta, parent) = self.resolve_pair(id, parent)?;
         let export = |source| DriverError::Export {
             id: id.to_string(),
             source,
@@ -770,19 +778,7 @@ impl Driver for OverlayDriver {
         let id = self.store.resolve(id)?;
         let _lock = self.store.lock(&id);
         let mut meta = self.store.meta(&id)?;
-        if let Some(p) = parent {
-            let p = self.store.resolve(p)?;
-            if meta.parent.as_deref() != Some(p.as_str()) {
-                return Err(DriverError::InvalidOption {
-                    id: id.to_string(),
-                    option: format!("parent={p}"),
-                    reason: format!(
-                        "layer's parent is {}",
-                        meta.parent.as_deref().unwrap_or("none")
-                    ),
-                });
-            }
-        }
+        self.store.check_own_parent(&meta, parent)?;
         if meta.size_limit.is_some() {
             // Rebuilding the content in staging would leave the sandbox
             // (and so the limit) behind; engines apply diffs to image
@@ -852,9 +848,7 @@ impl Driver for OverlayDriver {
     }
 
     fn diff_size(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<u64> {
-        let id = self.store.resolve(id)?;
-        let meta = self.store.meta(&id)?;
-        let parent = parent.map(|p| self.store.resolve(p)).transpose()?;
+        let (id, meta, parent) = self.resolve_pair(id, parent)?;
         let export = |source| DriverError::Export {
             id: id.to_string(),
             source,

@@ -320,6 +320,24 @@ impl Store {
         Ok(Some(p))
     }
 
+    /// Checks that `parent`, when an engine names one for an existing layer
+    /// (Docker's `ApplyDiff(id, parent)`), is that layer's own parent.
+    pub fn check_own_parent(&self, meta: &LayerMeta, parent: Option<&LayerId>) -> Result<()> {
+        let Some(p) = parent else { return Ok(()) };
+        let p = self.resolve(p)?;
+        if meta.parent.as_deref() == Some(p.as_str()) {
+            return Ok(());
+        }
+        Err(DriverError::InvalidOption {
+            id: meta.id.clone(),
+            option: format!("parent={p}"),
+            reason: format!(
+                "the layer's parent is {}",
+                meta.parent.as_deref().unwrap_or("none")
+            ),
+        })
+    }
+
     /// Takes the lock of layer `id` (in-process; one daemon owns a home).
     pub fn lock(&self, id: &LayerId) -> LayerLock {
         let mut held = self

@@ -290,19 +290,7 @@ impl Driver for VfsDriver {
         let id = self.store.resolve(id)?;
         let _lock = self.store.lock(&id);
         let mut meta = self.store.meta(&id)?;
-        if let Some(p) = parent {
-            let p = self.store.resolve(p)?;
-            if meta.parent.as_deref() != Some(p.as_str()) {
-                return Err(DriverError::InvalidOption {
-                    id: id.to_string(),
-                    option: format!("parent={p}"),
-                    reason: format!(
-                        "layer's parent is {}",
-                        meta.parent.as_deref().unwrap_or("none")
-                    ),
-                });
-            }
-        }
+        self.store.check_own_parent(&meta, parent)?;
         let refs = self.refcount(&id);
         if refs > 0 {
             return Err(DriverError::Busy {
