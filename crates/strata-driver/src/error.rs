@@ -127,6 +127,15 @@ pub enum DriverError {
         #[source]
         source: strata_fs::SandboxError,
     },
+    /// A project quota could not be read or set.
+    #[error("layer {id}: {source}")]
+    Quota {
+        /// The layer (or the home, at open).
+        id: String,
+        /// The quota error (names the directory and project).
+        #[source]
+        source: strata_fs::QuotaError,
+    },
     /// A store file (metadata, staging, home) could not be used.
     #[error("{what}: {source}")]
     Io {

@@ -75,6 +75,10 @@ pub struct OverlayDriver {
     features: OverlayFeatures,
     native_diff: bool,
     native_reason: String,
+    /// Next xfs project id to hand out, when the home is on xfs with
+    /// project quotas enforced (then size limits use them, as overlay2
+    /// does, instead of a loop-mounted image).
+    project_ids: Option<Mutex<u32>>,
 }
 
 impl OverlayDriver {
@@ -135,7 +139,19 @@ impl OverlayDriver {
                 (false, "turned off by the native_diff=false option".into());
         }
         drop(scratch);
+        let project_ids =
+            if strata_fs::xfs_project_quota_supported(store.home()).map_err(|source| {
+                DriverError::Quota {
+                    id: "(open)".into(),
+                    source,
+                }
+            })? {
+                Some(Mutex::new(next_project_id(&store)?))
+            } else {
+                None
+            };
         Ok(OverlayDriver {
+            project_ids,
             store,
             refs: Mutex::new(HashMap::new()),
             backing,
@@ -223,9 +239,20 @@ impl OverlayDriver {
         self.check_depth(id, parent.as_ref())?;
         let mut staging = self.store.begin()?;
         let result = (|| {
-            match storage.size {
-                None => self.add_dirs(&staging, kind)?,
-                Some(size) => self.add_sandbox(id, &staging, size)?,
+            match (storage.size, &self.project_ids) {
+                (None, _) => self.add_dirs(&staging, kind)?,
+                (Some(size), Some(ids)) => {
+                    self.add_dirs(&staging, kind)?;
+                    let mut next = ids.lock().unwrap_or_else(PoisonError::into_inner);
+                    strata_fs::set_project_quota(&staging.content_path(), *next, size).map_err(
+                        |source| DriverError::Quota {
+                            id: id.to_string(),
+                            source,
+                        },
+                    )?;
+                    *next += 1;
+                }
+                (Some(size), None) => self.add_sandbox(id, &staging, size)?,
             }
             // Anything in the merged view with a ctime from now on was
             // copied up or written in this layer: the naive comparison
@@ -277,10 +304,11 @@ impl OverlayDriver {
     /// Mounts a size-limited layer's sandbox if it is not (after a restart
     /// or `cleanup`), so its `diff` and `work` links resolve.
     fn ensure_sandbox(&self, id: &LayerId, meta: &LayerMeta) -> Result<()> {
-        if meta.size_limit.is_none() {
+        let dir = self.store.layer_dir(id);
+        // A limit kept by a project quota has no image.
+        if meta.size_limit.is_none() || !dir.join(strata_fs::SANDBOX_IMAGE).exists() {
             return Ok(());
         }
-        let dir = self.store.layer_dir(id);
         match strata_fs::mount_image(&dir, &dir.join(SANDBOX_MOUNT)) {
             Ok(_) | Err(strata_fs::SandboxError::AlreadyMounted { .. }) => Ok(()),
             Err(source) => Err(DriverError::Sandbox {
@@ -386,6 +414,15 @@ impl OverlayDriver {
             source,
         })?;
         Ok(merged)
+    }
+
+    /// How read-write layers' size limits are kept.
+    fn size_limits(&self) -> &'static str {
+        if self.project_ids.is_some() {
+            "xfs project quota"
+        } else {
+            "ext4 image on a loop device"
+        }
     }
 
     /// Resolves `id` (with its metadata) and `parent` through aliases.
@@ -613,6 +650,7 @@ impl Driver for OverlayDriver {
                 "userxattr".into(),
                 self.features.userxattr_needed.to_string(),
             ),
+            ("Size Limits".into(), self.size_limits().into()),
             ("Layers".into(), layers),
         ];
         if !self.native_diff {
@@ -878,6 +916,25 @@ impl Driver for OverlayDriver {
             reproduces_exact_diffs: false,
         }
     }
+}
+
+/// The first xfs project id not used by a layer of `store`: above the
+/// home's own project and every size-limited layer's (as overlay2 scans
+/// its layers at start).
+fn next_project_id(store: &Store) -> Result<u32> {
+    let quota = |id: &str, source| DriverError::Quota {
+        id: id.to_string(),
+        source,
+    };
+    let mut next = strata_fs::project_id(store.home()).map_err(|e| quota("(home)", e))? + 1;
+    for m in store.list()? {
+        if m.size_limit.is_some() {
+            let id = LayerId::new(&m.id)?;
+            let p = strata_fs::project_id(&store.content_dir(&id)).map_err(|e| quota(&m.id, e))?;
+            next = next.max(p + 1);
+        }
+    }
+    Ok(next)
 }
 
 /// Unmounts what a killed process left mounted inside leftovers that the
