@@ -45,12 +45,17 @@ mod block;
 mod error;
 mod header;
 mod reader;
+mod tarsplit;
 mod whiteout;
 mod writer;
 
 pub use error::{Result, TarError};
 pub use header::{EntryKind, Header, Sparse, SparseChunk, Timestamp};
 pub use reader::{DataReader, MAX_EXTENSION_SIZE, MAX_SPARSE_MAP_SIZE, TarReader};
+pub use tarsplit::{
+    Crc64, RecordEntry, RecordError, RecordReader, RecordSummary, Recorder, ReplayError,
+    record_stream, replay,
+};
 pub use whiteout::{
     OPAQUE_MARKER, WHITEOUT_META_PREFIX, WHITEOUT_PREFIX, Whiteout, WhiteoutError, classify,
     opaque_marker_path, whiteout_path,
