@@ -9,6 +9,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use sha2::{Digest, Sha256};
+
 use strata_driver::{ChangeKind, CreateOpts, Driver, DriverError, LayerId};
 use strata_tar::{EntryKind, Header, TarReader};
 
@@ -880,6 +882,92 @@ pub fn p17_exact_reexport_with_tar_split(factory: Factory) {
     let out = asm(&t.path().join("bad.tar"));
     assert!(!out.status.success(), "CRC mismatch must fail");
     d.put(&l).unwrap();
+}
+
+pub fn p17_exact_reexport_by_replay(factory: Factory) {
+    let (t, d) = setup(factory);
+    assert!(d.capabilities().reproduces_exact_diffs);
+    // A real writer's bytes: PAX headers, GNU tar's padding to 10240.
+    let src = t.path().join("src");
+    fs::create_dir_all(src.join("etc")).unwrap();
+    fs::write(src.join("etc/motd"), b"exact\n").unwrap();
+    fs::write(
+        src.join(format!("{}.bin", "n".repeat(120))),
+        vec![5u8; 70_001],
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("etc/motd", src.join("link")).unwrap();
+    let tar_path = t.path().join("base.tar");
+    let ok = Command::new("tar")
+        .args(["--format=posix", "--sort=name", "-C"])
+        .arg(&src)
+        .arg("-cf")
+        .arg(&tar_path)
+        .arg(".")
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "GNU tar failed");
+    let base_tar = fs::read(&tar_path).unwrap();
+    assert_eq!(base_tar.len() % 10240, 0);
+    let base = id("base");
+    let r = d.import(&base, None, &mut &base_tar[..]).unwrap();
+    let mut out = Vec::new();
+    let n = d.diff(&base, None, &mut out).unwrap();
+    assert_eq!(n, base_tar.len() as u64);
+    assert!(
+        out == base_tar,
+        "diff of an imported layer replays its bytes"
+    );
+    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&out)));
+    assert_eq!(digest, r.digest, "the export's digest is the import's");
+
+    // Docker's flow (create, then apply_diff), with whiteouts, on a parent.
+    let child_tar = TarBuilder::new()
+        .whiteout("link")
+        .file("etc/new", 0o600, b"n")
+        .build();
+    let child = layer(d.as_ref(), "child", Some("base"), &child_tar);
+    let mut out = Vec::new();
+    d.diff(&child, Some(&base), &mut out).unwrap();
+    assert!(
+        out == child_tar,
+        "a child's diff against its parent replays too"
+    );
+
+    // A tar naming a path twice cannot be rebuilt from the layer's files:
+    // the layer says so and its diff is generated instead.
+    let dup = TarBuilder::new()
+        .file("x", 0o644, b"first")
+        .file("x", 0o644, b"second")
+        .build();
+    let r = d.import(&id("dup"), None, &mut &dup[..]).unwrap();
+    assert!(
+        r.export_fallback
+            .as_deref()
+            .is_some_and(|w| w.contains('x')),
+        "{r:?}"
+    );
+    let info = d.info(&id("dup")).unwrap();
+    assert!(info.import.unwrap().export_fallback.is_some());
+    let mut out = Vec::new();
+    d.diff(&id("dup"), None, &mut out).unwrap();
+    let e = tar_entries(&out);
+    assert_eq!(names(&e), ["x"]);
+    assert_eq!(e[0].1, b"second");
+
+    // A file changed on disk makes the export fail, naming the file.
+    let p = d.get(&base, "").unwrap();
+    fs::write(p.join("etc/motd"), b"EXACT\n").unwrap();
+    d.put(&base).unwrap();
+    let err = d
+        .diff(&base, None, &mut Vec::new())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("etc/motd") && err.contains("layer base"),
+        "{err}"
+    );
 }
 
 pub fn p18_hostile_tar_contained(factory: Factory) {

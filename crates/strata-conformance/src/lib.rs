@@ -49,7 +49,8 @@ macro_rules! suite {
             p11_diff_full_and_changes_only, p12_diff_apply_round_trip, p13_apply_entry_types,
             p13_apply_rejects_bad_streams, p14_opaque_and_whiteouts, p15_changes_kinds,
             p16_same_second_change, p17_exact_reexport_with_tar_split, p18_hostile_tar_contained,
-            p21_home_private, apply_diff_failure_keeps_layer, concurrent_layers
+            p17_exact_reexport_by_replay, p21_home_private, apply_diff_failure_keeps_layer,
+            concurrent_layers
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {

@@ -31,6 +31,8 @@ pub struct ApplyResult {
     pub tar_bytes: u64,
     /// `sha256:<hex>` of the uncompressed stream.
     pub digest: String,
+    /// Why `diff` cannot replay the imported bytes exactly, if it cannot.
+    pub export_fallback: Option<String>,
 }
 
 impl From<&ApplyResult> for crate::ImportInfo {
@@ -40,6 +42,7 @@ impl From<&ApplyResult> for crate::ImportInfo {
             entries: r.entries,
             tar_bytes: r.tar_bytes,
             digest: r.digest.clone(),
+            export_fallback: r.export_fallback.clone(),
         }
     }
 }
@@ -148,4 +151,52 @@ impl FileGetter for RootGetter {
         let clean = strata_fs::clean_path(path).map_err(fs)?;
         Ok(Box::new(self.root.open_file(&clean).map_err(fs)?))
     }
+}
+
+/// Writes the exact bytes `id` was imported from, when that is what
+/// `diff(id, parent)` asks for: an unchanged read-only layer, compared with
+/// its own parent, whose record can be replayed from its files. Returns
+/// `None` when the diff must be generated instead. Every file is checked
+/// against its CRC as it is read, so a layer changed on disk fails here,
+/// naming the file, rather than exporting different bytes.
+pub(crate) fn replay_import(
+    store: &crate::Store,
+    meta: &crate::LayerMeta,
+    parent: Option<&LayerId>,
+    own: &strata_fs::Root,
+    out: &mut dyn Write,
+) -> Result<Option<u64>> {
+    let Some(import) = &meta.import else {
+        return Ok(None);
+    };
+    if meta.kind != crate::LayerKind::Ro
+        || import.export_fallback.is_some()
+        || meta.parent.as_deref() != parent.map(LayerId::as_str)
+    {
+        return Ok(None);
+    }
+    let id = LayerId::new(&meta.id)?;
+    let path = store.layer_dir(&id).join(crate::pipeline::TAR_SPLIT_FILE);
+    let record = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(crate::DriverError::io(
+                format!("layer {id}: open {}", path.display()),
+                e,
+            ));
+        }
+    };
+    let get = |name: &[u8]| -> std::io::Result<Box<dyn Read>> {
+        let clean = strata_fs::clean_path(name).map_err(std::io::Error::other)?;
+        Ok(Box::new(
+            own.open_file(&clean).map_err(std::io::Error::other)?,
+        ))
+    };
+    strata_tar::replay(strata_tar::RecordReader::new(record), get, out)
+        .map(Some)
+        .map_err(|source| crate::DriverError::Replay {
+            id: id.to_string(),
+            source,
+        })
 }

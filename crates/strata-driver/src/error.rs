@@ -100,6 +100,16 @@ pub enum DriverError {
         #[source]
         source: strata_layer::ExportError,
     },
+    /// Replaying an imported layer's exact bytes failed (a file changed on
+    /// disk, or the record is damaged).
+    #[error("layer {id}: exact export: {source}")]
+    Replay {
+        /// The layer.
+        id: String,
+        /// The replay error (names the file).
+        #[source]
+        source: strata_tar::ReplayError,
+    },
     /// A file operation inside a layer failed.
     #[error("layer {id}: {source}")]
     Fs {

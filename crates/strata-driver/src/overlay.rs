@@ -24,7 +24,7 @@ use strata_fs::{Visitor, WalkControl, WalkEntry};
 use strata_layer::{CompareOptions, ExportItem, WhiteoutMode};
 
 use crate::driver::{
-    ApplyResult, Capabilities, Change, ChangeKind, Driver, FileGetter, RootGetter,
+    ApplyResult, Capabilities, Change, ChangeKind, Driver, FileGetter, RootGetter, replay_import,
 };
 use crate::options::parse_storage_opts;
 use crate::pipeline::apply_stream;
@@ -705,6 +705,15 @@ impl Driver for OverlayDriver {
 
     fn diff(&self, id: &LayerId, parent: Option<&LayerId>, out: &mut dyn Write) -> Result<u64> {
         let (id, meta, parent) = self.resolve_pair(id, parent)?;
+        if let Some(n) = replay_import(
+            &self.store,
+            &meta,
+            parent.as_ref(),
+            &self.own_root(&id)?,
+            out,
+        )? {
+            return Ok(n);
+        }
         let export = |source| DriverError::Export {
             id: id.to_string(),
             source,
@@ -913,7 +922,7 @@ impl Driver for OverlayDriver {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            reproduces_exact_diffs: false,
+            reproduces_exact_diffs: true,
         }
     }
 }

@@ -9,13 +9,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError, mpsc};
 
 use strata_fs::Root;
-use strata_layer::{Applier, ApplyOptions, WhiteoutMode};
-use strata_tar::TarReader;
+use strata_layer::{Applier, ApplyError, ApplyOptions, WhiteoutMode};
+use strata_tar::{Recorder, TarReader};
 
 use crate::digest::DigestReader;
 use crate::driver::ApplyResult;
 use crate::store::Staging;
 use crate::{DriverError, LayerId};
+
+/// A layer's record of the tar it was imported from (Docker's name).
+pub const TAR_SPLIT_FILE: &str = "tar-split.json.gz";
 
 /// Size of one chunk handed from the reader thread to the applier.
 const CHUNK: usize = 1 << 20;
@@ -46,7 +49,10 @@ pub fn apply_stream(
         id: id.to_string(),
         source,
     })?;
-    let (stats, facts) = with_flusher(root.fd(), || {
+    let record_path = staging.path().join(TAR_SPLIT_FILE);
+    let record = std::fs::File::create(&record_path)
+        .map_err(|e| DriverError::io(format!("layer {id}: create {}", record_path.display()), e))?;
+    let ((stats, summary), facts) = with_flusher(root.fd(), || {
         read_ahead(tar, |r| {
             let mut reader = TarReader::new(r);
             let opts = ApplyOptions {
@@ -58,7 +64,15 @@ pub fn apply_stream(
                 Some(l) => applier.with_lower(l),
                 None => applier,
             };
-            strata_layer::apply_entries(applier, &mut reader)
+            let mut rec = Recorder::new(std::io::BufWriter::new(&record));
+            let applied = strata_layer::apply_recorded(applier, &mut reader, &mut rec)?;
+            rec.finish()
+                .and_then(|w| w.into_inner().map_err(|e| e.into_error()).map(drop))
+                .map_err(|source| ApplyError::Stream {
+                    what: "writing the tar-split record",
+                    source,
+                })?;
+            Ok(applied)
         })
     })
     .map_err(|source| DriverError::Apply {
@@ -66,11 +80,31 @@ pub fn apply_stream(
         source,
     })?;
     let facts = facts.map_err(|e| DriverError::io(format!("layer {id}: read tar stream"), e))?;
+    let export_fallback = (!summary.replayable_from_dir()).then(|| {
+        let shown = |v: &[Vec<u8>]| {
+            v.iter()
+                .map(|p| strata_fs::display_path(p))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut why = Vec::new();
+        if !summary.duplicates.is_empty() {
+            why.push(format!(
+                "the tar names these paths twice: {}",
+                shown(&summary.duplicates)
+            ));
+        }
+        if !summary.sparse.is_empty() {
+            why.push(format!("sparse files: {}", shown(&summary.sparse)));
+        }
+        format!("exported by generation, not replay ({})", why.join("; "))
+    });
     Ok(ApplyResult {
         size: stats.size,
         entries: stats.entries,
         tar_bytes: facts.bytes,
         digest: facts.digest,
+        export_fallback,
     })
 }
 

@@ -69,6 +69,10 @@ pub struct ImportInfo {
     pub tar_bytes: u64,
     /// `sha256:<hex>` of the uncompressed tar stream (the diffID).
     pub digest: String,
+    /// Why `diff` generates this layer's tar instead of replaying the
+    /// imported bytes; absent when the bytes can be replayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export_fallback: Option<String>,
 }
 
 /// Strata's metadata for one layer (`layer.json`).

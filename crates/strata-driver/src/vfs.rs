@@ -13,7 +13,9 @@ use std::sync::{Mutex, PoisonError};
 use strata_fs::Root;
 use strata_layer::{CompareOptions, WhiteoutMode};
 
-use crate::driver::{ApplyResult, Capabilities, Change, Driver, FileGetter, RootGetter};
+use crate::driver::{
+    ApplyResult, Capabilities, Change, Driver, FileGetter, RootGetter, replay_import,
+};
 use crate::options::parse_storage_opts;
 use crate::pipeline::apply_stream;
 use crate::store::{CleanupReport, ImportInfo, LayerKind, LayerMeta, Staging, Store};
@@ -262,6 +264,12 @@ impl Driver for VfsDriver {
 
     fn diff(&self, id: &LayerId, parent: Option<&LayerId>, out: &mut dyn Write) -> Result<u64> {
         let (layer, parent_root, opts) = self.compare(id, parent)?;
+        let rid = self.store.resolve(id)?;
+        let meta = self.store.meta(&rid)?;
+        let parent_id = parent.map(|p| self.store.resolve(p)).transpose()?;
+        if let Some(n) = replay_import(&self.store, &meta, parent_id.as_ref(), &layer, out)? {
+            return Ok(n);
+        }
         let stats = strata_layer::export_diff(&layer, parent_root.as_ref(), &opts, out).map_err(
             |source| DriverError::Export {
                 id: id.to_string(),
@@ -358,7 +366,7 @@ impl Driver for VfsDriver {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            reproduces_exact_diffs: false,
+            reproduces_exact_diffs: true,
         }
     }
 }

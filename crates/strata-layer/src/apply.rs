@@ -38,7 +38,7 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{ErrorKind, Read};
+use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
@@ -50,7 +50,8 @@ use strata_fs::{
     set_times_at, set_times_fd, set_xattr_at, set_xattr_fd, walk_dir,
 };
 use strata_tar::{
-    EntryKind, Header, TarError, TarReader, WHITEOUT_META_PREFIX, Whiteout, WhiteoutError, classify,
+    EntryKind, Header, RecordError, RecordSummary, Recorder, TarError, TarReader,
+    WHITEOUT_META_PREFIX, Whiteout, WhiteoutError, classify, record_stream,
 };
 
 use crate::error::{ApplyError, Problem};
@@ -797,6 +798,50 @@ pub fn apply_entries<R: Read>(
         }
     }
     a.finish()
+}
+
+/// As [`apply_entries`], and records the stream's framing into `rec`
+/// while applying it (tar-split: every header, padding and trailer byte,
+/// and each file's CRC), so the layer can later be exported byte for byte.
+/// The summary says whether the record can be replayed from the layer's
+/// files (not when the tar names a path twice, or holds sparse files).
+pub fn apply_recorded<R: Read, W: Write>(
+    mut a: Applier<'_>,
+    reader: &mut TarReader<R>,
+    rec: &mut Recorder<W>,
+) -> Result<(ApplyStats, RecordSummary), ApplyError> {
+    let summary = record_stream(reader, rec, |h, data| a.apply(h, data)).map_err(|e| match e {
+        RecordError::Entry(e) => tar_cause(e),
+        RecordError::Tar(t) => ApplyError::Tar(t),
+        RecordError::Data(source) => stream_error(source),
+        RecordError::Record(source) => ApplyError::Stream {
+            what: "writing the tar-split record",
+            source,
+        },
+    })?;
+    Ok((a.finish()?, summary))
+}
+
+/// A failed read of the stream: the tar reader's own error when it is one
+/// (it names the entry and offset), else the I/O error as it is.
+fn stream_error(source: std::io::Error) -> ApplyError {
+    if !source.get_ref().is_some_and(|i| i.is::<TarError>()) {
+        return ApplyError::Stream {
+            what: "reading the layer stream",
+            source,
+        };
+    }
+    match source.into_inner().map(|i| i.downcast::<TarError>()) {
+        Some(Ok(t)) => ApplyError::Tar(*t),
+        Some(Err(other)) => ApplyError::Stream {
+            what: "reading the layer stream",
+            source: std::io::Error::other(other),
+        },
+        None => ApplyError::Stream {
+            what: "reading the layer stream",
+            source: std::io::Error::other("unreadable"),
+        },
+    }
 }
 
 /// A data read that failed because of the tar stream (truncated, I/O) is

@@ -29,6 +29,16 @@ pub enum ApplyError {
     /// message names the entry and offset).
     #[error(transparent)]
     Tar(#[from] TarError),
+    /// The stream could not be read, or the record of its framing (for
+    /// exact re-export) could not be written.
+    #[error("{what}: {source}")]
+    Stream {
+        /// What was being done.
+        what: &'static str,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl ApplyError {
@@ -62,6 +72,7 @@ impl ApplyError {
         match self {
             ApplyError::Entry { entry, .. } => Some(entry),
             ApplyError::Tar(e) => e.path(),
+            ApplyError::Stream { .. } => None,
         }
     }
 
@@ -69,7 +80,7 @@ impl ApplyError {
     pub fn problem(&self) -> Option<&Problem> {
         match self {
             ApplyError::Entry { problem, .. } => Some(problem),
-            ApplyError::Tar(_) => None,
+            ApplyError::Tar(_) | ApplyError::Stream { .. } => None,
         }
     }
 }

@@ -10,7 +10,9 @@ mod error;
 mod export;
 mod export_error;
 
-pub use apply::{Applier, ApplyOptions, ApplyStats, WhiteoutMode, apply_entries, apply_tar};
+pub use apply::{
+    Applier, ApplyOptions, ApplyStats, WhiteoutMode, apply_entries, apply_recorded, apply_tar,
+};
 pub use changes::{Change, ChangeKind, CompareOptions, changes, changes_size};
 pub use error::{ApplyError, Problem};
 pub use export::{ExportItem, ExportStats, export_diff, export_items, header_for};
