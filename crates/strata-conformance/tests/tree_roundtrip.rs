@@ -219,3 +219,27 @@ proptest! {
         prop_assert_eq!(export(&rb), exported, "export is a function of the tree");
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// export(import(t)) == t byte for byte, through each driver: the
+    /// import records the tar's framing and the export replays it.
+    #[test]
+    fn driver_export_of_an_import_is_the_same_bytes(specs in prop::collection::vec(spec(), 1..30)) {
+        if !require_root("driver_export_of_an_import_is_the_same_bytes") {
+            return Ok(());
+        }
+        let tar = write_tar(&entries(&specs));
+        for driver in ["vfs", "overlay"] {
+            let tmp = strata_conformance::cases::TmpHome::new();
+            let d = strata_driver::open(Some(driver), &tmp.path().join("home"), &[]).unwrap();
+            let id = strata_driver::LayerId::new("t").unwrap();
+            let r = d.import(&id, None, &mut &tar[..]).unwrap();
+            prop_assert!(r.export_fallback.is_none(), "{:?}", r.export_fallback);
+            let mut out = Vec::new();
+            d.diff(&id, None, &mut out).unwrap();
+            prop_assert!(out == tar, "{driver}: {} bytes exported, {} imported", out.len(), tar.len());
+        }
+    }
+}

@@ -31,6 +31,11 @@ pub struct ApplyResult {
     pub tar_bytes: u64,
     /// `sha256:<hex>` of the uncompressed stream.
     pub digest: String,
+    /// The blob's compression (`gzip`, `zstd`); `None` for a plain tar.
+    pub compression: Option<String>,
+    /// `sha256:<hex>` of the compressed blob as read (what registries name
+    /// a layer blob by); `None` for a plain tar.
+    pub compressed_digest: Option<String>,
     /// Why `diff` cannot replay the imported bytes exactly, if it cannot.
     pub export_fallback: Option<String>,
 }
@@ -42,9 +47,76 @@ impl From<&ApplyResult> for crate::ImportInfo {
             entries: r.entries,
             tar_bytes: r.tar_bytes,
             digest: r.digest.clone(),
+            compression: r.compression.clone(),
+            compressed_digest: r.compressed_digest.clone(),
             export_fallback: r.export_fallback.clone(),
         }
     }
+}
+
+/// Options for [`Driver::import_with`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImportOptions {
+    /// `sha256:<64 lowercase hex>` the import must match. It matches the
+    /// digest of the uncompressed tar (the diffID) or, for a compressed
+    /// blob, the digest of the blob itself (the name registries give it).
+    /// On a mismatch the import fails and no layer is left behind.
+    pub expect_digest: Option<String>,
+}
+
+impl ImportOptions {
+    /// Refuses a malformed expected digest before any work is done.
+    pub(crate) fn validate(&self, id: &LayerId) -> Result<()> {
+        match &self.expect_digest {
+            Some(d) => check_digest(d).map_err(|reason| crate::DriverError::InvalidDigest {
+                id: id.to_string(),
+                digest: d.clone(),
+                reason,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks an applied stream against the expected digest; called before
+    /// the commit, so a mismatch discards the staged layer.
+    pub(crate) fn verify(&self, id: &LayerId, r: &ApplyResult) -> Result<()> {
+        let Some(expected) = &self.expect_digest else {
+            return Ok(());
+        };
+        if *expected == r.digest || r.compressed_digest.as_ref() == Some(expected) {
+            return Ok(());
+        }
+        let actual = match (&r.compressed_digest, &r.compression) {
+            (Some(cd), Some(c)) => format!("tar {} / {c} blob {cd}", r.digest),
+            _ => format!("tar {}", r.digest),
+        };
+        Err(crate::DriverError::DigestMismatch {
+            id: id.to_string(),
+            expected: expected.clone(),
+            actual,
+        })
+    }
+}
+
+/// Checks the syntax of a digest: `sha256:` and 64 lowercase hex digits.
+/// The error says what is wrong.
+pub fn check_digest(digest: &str) -> std::result::Result<(), String> {
+    let Some(hex) = digest.strip_prefix("sha256:") else {
+        return Err("expected sha256:<64 lowercase hex digits>".into());
+    };
+    if hex.len() != 64 {
+        return Err(format!(
+            "expected 64 hex digits after sha256:, got {}",
+            hex.len()
+        ));
+    }
+    if !hex
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err("expected lowercase hex digits (0-9, a-f) after sha256:".into());
+    }
+    Ok(())
 }
 
 /// Hands out a layer's own files by tar path, so engines can rebuild an
@@ -102,11 +174,23 @@ pub trait Driver: Send + Sync {
     ) -> Result<ApplyResult>;
     /// Creates layer `id` on `parent` from a tar stream as one atomic step:
     /// the layer exists only once the whole stream is applied and synced.
+    /// Unlike `apply_diff`, the stream may be a gzip or zstd blob.
     fn import(
         &self,
         id: &LayerId,
         parent: Option<&LayerId>,
         tar: &mut (dyn Read + Send),
+    ) -> Result<ApplyResult> {
+        self.import_with(id, parent, tar, &ImportOptions::default())
+    }
+    /// `import` with options (an expected digest checked before the
+    /// commit).
+    fn import_with(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        tar: &mut (dyn Read + Send),
+        opts: &ImportOptions,
     ) -> Result<ApplyResult>;
     /// Bytes of `id`'s changes relative to `parent`.
     fn diff_size(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<u64>;

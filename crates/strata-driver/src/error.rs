@@ -91,6 +91,27 @@ pub enum DriverError {
         #[source]
         source: strata_layer::ApplyError,
     },
+    /// An expected digest is not `sha256:` and 64 lowercase hex digits.
+    #[error("layer {id}: invalid expected digest {digest:?}: {reason}")]
+    InvalidDigest {
+        /// The layer being imported.
+        id: String,
+        /// The digest as given.
+        digest: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The imported stream does not have the expected digest; the layer
+    /// was not created.
+    #[error("layer {id}: digest mismatch: expected {expected}, got {actual}")]
+    DigestMismatch {
+        /// The layer being imported.
+        id: String,
+        /// The digest asked for.
+        expected: String,
+        /// The stream's digests (the tar's, and the blob's if compressed).
+        actual: String,
+    },
     /// Computing changes or writing a diff failed.
     #[error("layer {id}: {source}")]
     Export {

@@ -21,6 +21,7 @@
 #![deny(missing_docs)]
 
 mod backing;
+mod decompress;
 mod digest;
 mod driver;
 mod error;
@@ -33,7 +34,9 @@ pub mod vfs;
 
 use std::path::Path;
 
-pub use driver::{ApplyResult, Capabilities, Change, ChangeKind, Driver, FileGetter};
+pub use driver::{
+    ApplyResult, Capabilities, Change, ChangeKind, Driver, FileGetter, ImportOptions, check_digest,
+};
 pub use error::{DriverError, Result};
 pub use id::{LayerId, MAX_ID_LEN};
 pub use options::{CreateOpts, StorageOpts, parse_size, parse_storage_opts};

@@ -29,7 +29,7 @@ use crate::driver::{
 use crate::options::parse_storage_opts;
 use crate::pipeline::apply_stream;
 use crate::store::{CleanupReport, ImportInfo, LayerKind, LayerMeta, Store};
-use crate::{CreateOpts, DriverError, LayerId, Result, backing};
+use crate::{CreateOpts, DriverError, ImportOptions, LayerId, Result, backing};
 
 /// The overlay driver's registered name.
 pub const NAME: &str = "overlay";
@@ -357,9 +357,10 @@ impl OverlayDriver {
         parent: Option<&str>,
         staging: &crate::Staging,
         tar: &mut (dyn Read + Send),
+        decompress: bool,
     ) -> Result<ApplyResult> {
         let Some(parent) = parent else {
-            return apply_stream(id, staging, tar, self.whiteouts(), None);
+            return apply_stream(id, staging, tar, self.whiteouts(), None, decompress);
         };
         let parent = LayerId::new(parent)?;
         let view = self.get(&parent, "")?;
@@ -368,7 +369,9 @@ impl OverlayDriver {
                 id: parent.to_string(),
                 source,
             })
-            .and_then(|lower| apply_stream(id, staging, tar, self.whiteouts(), Some(&lower)));
+            .and_then(|lower| {
+                apply_stream(id, staging, tar, self.whiteouts(), Some(&lower), decompress)
+            });
         self.put(&parent)?;
         result
     }
@@ -860,18 +863,20 @@ impl Driver for OverlayDriver {
             source,
         })?;
         self.add_dirs(&staging, meta.kind)?;
-        let result = self.apply_on(&id, meta.parent.as_deref(), &staging, tar)?;
+        let result = self.apply_on(&id, meta.parent.as_deref(), &staging, tar, false)?;
         meta.import = Some(ImportInfo::from(&result));
         self.store.commit_replace(&mut staging, &meta)?;
         Ok(result)
     }
 
-    fn import(
+    fn import_with(
         &self,
         id: &LayerId,
         parent: Option<&LayerId>,
         tar: &mut (dyn Read + Send),
+        opts: &ImportOptions,
     ) -> Result<ApplyResult> {
+        opts.validate(id)?;
         let _lock = self.store.lock(id);
         if self.store.exists(id) {
             return Err(DriverError::AlreadyExists { id: id.to_string() });
@@ -881,7 +886,15 @@ impl Driver for OverlayDriver {
         let mut staging = self.store.begin()?;
         self.add_dirs(&staging, LayerKind::Ro)?;
         let since = Some(staging.fs_now()?);
-        let result = self.apply_on(id, parent.as_ref().map(LayerId::as_str), &staging, tar)?;
+        let result = self.apply_on(
+            id,
+            parent.as_ref().map(LayerId::as_str),
+            &staging,
+            tar,
+            true,
+        )?;
+        // Checked before the commit: on a mismatch the staging is dropped.
+        opts.verify(id, &result)?;
         let meta = LayerMeta::new(
             NAME,
             id,

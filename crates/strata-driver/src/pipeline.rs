@@ -12,6 +12,7 @@ use strata_fs::Root;
 use strata_layer::{Applier, ApplyError, ApplyOptions, WhiteoutMode};
 use strata_tar::{Recorder, TarReader};
 
+use crate::decompress::{self, Compression};
 use crate::digest::DigestReader;
 use crate::driver::ApplyResult;
 use crate::store::Staging;
@@ -38,12 +39,18 @@ pub struct StreamFacts {
 /// the applier on this one, write-back pushed by the flusher meanwhile.
 /// `lower` is the merged view below a layer that stores only its own
 /// changes, for hard links to files of the layers below.
+///
+/// With `decompress` (imports, not `apply_diff`), a gzip or zstd blob is
+/// recognised by its magic bytes and decompressed on a thread of its own
+/// that also hashes the compressed bytes, feeding the read-ahead thread
+/// (which hashes the tar), so decompression, hashing and applying overlap.
 pub fn apply_stream(
     id: &LayerId,
     staging: &Staging,
     tar: &mut (dyn Read + Send),
     whiteouts: WhiteoutMode,
     lower: Option<&Root>,
+    decompress: bool,
 ) -> crate::Result<ApplyResult> {
     let root = Root::open(staging.content_path()).map_err(|source| DriverError::Fs {
         id: id.to_string(),
@@ -52,34 +59,60 @@ pub fn apply_stream(
     let record_path = staging.path().join(TAR_SPLIT_FILE);
     let record = std::fs::File::create(&record_path)
         .map_err(|e| DriverError::io(format!("layer {id}: create {}", record_path.display()), e))?;
-    let ((stats, summary), facts) = with_flusher(root.fd(), || {
-        read_ahead(tar, |r| {
-            let mut reader = TarReader::new(r);
-            let opts = ApplyOptions {
-                whiteouts,
-                writeback: true,
-            };
-            let applier = Applier::new(&root, opts);
-            let applier = match lower {
-                Some(l) => applier.with_lower(l),
-                None => applier,
-            };
-            let mut rec = Recorder::new(std::io::BufWriter::new(&record));
-            let applied = strata_layer::apply_recorded(applier, &mut reader, &mut rec)?;
-            rec.finish()
-                .and_then(|w| w.into_inner().map_err(|e| e.into_error()).map(drop))
-                .map_err(|source| ApplyError::Stream {
-                    what: "writing the tar-split record",
-                    source,
-                })?;
-            Ok(applied)
+    // The peeked bytes are chained back in front, so nothing is lost and
+    // the digests cover the whole stream.
+    let head = if decompress {
+        decompress::peek(tar)
+            .map_err(|e| DriverError::io(format!("layer {id}: read layer stream"), e))?
+    } else {
+        Vec::new()
+    };
+    let compression = Compression::detect(&head);
+    let mut src = (&head[..]).chain(tar);
+    let apply = |r: &mut (dyn Read + Send)| -> Result<_, ApplyError> {
+        let mut reader = TarReader::new(r);
+        let opts = ApplyOptions {
+            whiteouts,
+            writeback: true,
+        };
+        let applier = Applier::new(&root, opts);
+        let applier = match lower {
+            Some(l) => applier.with_lower(l),
+            None => applier,
+        };
+        let mut rec = Recorder::new(std::io::BufWriter::new(&record));
+        let applied = strata_layer::apply_recorded(applier, &mut reader, &mut rec)?;
+        rec.finish()
+            .and_then(|w| w.into_inner().map_err(|e| e.into_error()).map(drop))
+            .map_err(|source| ApplyError::Stream {
+                what: "writing the tar-split record",
+                source,
+            })?;
+        Ok(applied)
+    };
+    let ((stats, summary), facts, blob_facts) = with_flusher(root.fd(), || match compression {
+        None => read_ahead(&mut src, apply).map(|(t, facts)| (t, facts, None)),
+        // Nested read-ahead: the outer thread reads and hashes the blob,
+        // the inner one decompresses and hashes the tar, and this thread
+        // applies; each hop is a bounded channel, so memory stays bounded.
+        Some(c) => read_ahead(&mut src, |blob| {
+            let mut tar = c.decoder(blob).map_err(|source| ApplyError::Stream {
+                what: "starting the decompressor",
+                source,
+            })?;
+            read_ahead(&mut tar, apply)
         })
+        .map(|((t, facts), blob_facts)| (t, facts, Some(blob_facts))),
     })
     .map_err(|source| DriverError::Apply {
         id: id.to_string(),
         source,
     })?;
-    let facts = facts.map_err(|e| DriverError::io(format!("layer {id}: read tar stream"), e))?;
+    let what = compression.map_or("tar", Compression::name);
+    let facts = facts.map_err(|e| DriverError::io(format!("layer {id}: read {what} stream"), e))?;
+    let blob_facts = blob_facts
+        .transpose()
+        .map_err(|e| DriverError::io(format!("layer {id}: read {what} blob"), e))?;
     let export_fallback = (!summary.replayable_from_dir()).then(|| {
         let shown = |v: &[Vec<u8>]| {
             v.iter()
@@ -104,6 +137,8 @@ pub fn apply_stream(
         entries: stats.entries,
         tar_bytes: facts.bytes,
         digest: facts.digest,
+        compression: compression.map(|c| c.name().to_string()),
+        compressed_digest: blob_facts.map(|f| f.digest),
         export_fallback,
     })
 }
@@ -115,7 +150,7 @@ pub fn apply_stream(
 /// drained.
 pub fn read_ahead<T, E>(
     src: &mut (dyn Read + Send),
-    consume: impl FnOnce(&mut dyn Read) -> Result<T, E>,
+    consume: impl FnOnce(&mut (dyn Read + Send)) -> Result<T, E>,
 ) -> Result<(T, io::Result<StreamFacts>), E> {
     let stop = AtomicBool::new(false);
     let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(DEPTH);

@@ -69,6 +69,12 @@ pub struct ImportInfo {
     pub tar_bytes: u64,
     /// `sha256:<hex>` of the uncompressed tar stream (the diffID).
     pub digest: String,
+    /// The compression of the imported blob (`gzip`, `zstd`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
+    /// `sha256:<hex>` of the compressed blob, if the import was compressed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compressed_digest: Option<String>,
     /// Why `diff` generates this layer's tar instead of replaying the
     /// imported bytes; absent when the bytes can be replayed.
     #[serde(default, skip_serializing_if = "Option::is_none")]

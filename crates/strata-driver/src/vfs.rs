@@ -19,7 +19,7 @@ use crate::driver::{
 use crate::options::parse_storage_opts;
 use crate::pipeline::apply_stream;
 use crate::store::{CleanupReport, ImportInfo, LayerKind, LayerMeta, Staging, Store};
-use crate::{CreateOpts, DriverError, LayerId, Result, backing};
+use crate::{CreateOpts, DriverError, ImportOptions, LayerId, Result, backing};
 
 /// The vfs driver's registered name.
 pub const NAME: &str = "vfs";
@@ -309,25 +309,29 @@ impl Driver for VfsDriver {
         // Build the new content beside the old and swap them in one step,
         // so a bad stream leaves the layer exactly as it was.
         let (mut staging, _) = self.stage_copy(&id, Some(&id))?;
-        let result = apply_stream(&id, &staging, tar, WhiteoutMode::Delete, None)?;
+        let result = apply_stream(&id, &staging, tar, WhiteoutMode::Delete, None, false)?;
         meta.import = Some(ImportInfo::from(&result));
         self.store.commit_replace(&mut staging, &meta)?;
         Ok(result)
     }
 
-    fn import(
+    fn import_with(
         &self,
         id: &LayerId,
         parent: Option<&LayerId>,
         tar: &mut (dyn Read + Send),
+        opts: &ImportOptions,
     ) -> Result<ApplyResult> {
+        opts.validate(id)?;
         let _lock = self.store.lock(id);
         if self.store.exists(id) {
             return Err(DriverError::AlreadyExists { id: id.to_string() });
         }
         let parent = self.store.check_parent(id, parent)?;
         let (mut staging, copied_at) = self.stage_copy(id, parent.as_ref())?;
-        let result = apply_stream(id, &staging, tar, WhiteoutMode::Delete, None)?;
+        let result = apply_stream(id, &staging, tar, WhiteoutMode::Delete, None, true)?;
+        // Checked before the commit: on a mismatch the staging is dropped.
+        opts.verify(id, &result)?;
         let meta = LayerMeta::new(
             NAME,
             id,

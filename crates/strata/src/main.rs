@@ -70,8 +70,14 @@ enum Command {
         /// Parent layer.
         #[arg(long)]
         parent: Option<String>,
-        /// Layer tar (uncompressed); `-` or absent reads stdin.
+        /// Layer tar, plain or gzip/zstd-compressed (detected by its magic
+        /// bytes); `-` or absent reads stdin.
         file: Option<PathBuf>,
+        /// Fail, creating nothing, unless the stream has this digest
+        /// (sha256:<hex>): the uncompressed tar's (diffID) or, for a
+        /// compressed blob, the blob's own.
+        #[arg(long, value_name = "sha256:HEX")]
+        expect_digest: Option<String>,
     },
     /// Write a layer's changes as a tar.
     Export {
@@ -148,7 +154,16 @@ fn main() -> ExitCode {
             }) {
                 return ExitCode::SUCCESS;
             }
-            let msg = format!("{e:#}").replace('\n', " ");
+            // Library errors already carry their causes in their own text;
+            // add a cause from the chain only where it is not there yet.
+            let mut msg = e.to_string();
+            for cause in e.chain().skip(1) {
+                let c = cause.to_string();
+                if !msg.contains(&c) {
+                    msg = format!("{msg}: {c}");
+                }
+            }
+            let msg = msg.replace('\n', " ");
             if json {
                 println!("{}", json!({ "error": msg }));
             }
@@ -196,8 +211,15 @@ fn run(cli: Cli) -> Result<()> {
             id: i,
             parent,
             file,
+            expect_digest,
         } => {
             let i = id(&i)?;
+            // Refused before any input is read.
+            if let Some(d) = &expect_digest {
+                strata_driver::check_digest(d)
+                    .map_err(|reason| anyhow::anyhow!("--expect-digest {d:?}: {reason}"))?;
+            }
+            let opts = strata_driver::ImportOptions { expect_digest };
             let (input, len): (Box<dyn Read + Send>, Option<u64>) = match file.as_deref() {
                 None => (Box::new(io::stdin()), None),
                 Some(p) if p.as_os_str() == "-" => (Box::new(io::stdin()), None),
@@ -211,13 +233,25 @@ fn run(cli: Cli) -> Result<()> {
                 }
             };
             let mut input = progress::reader(input, len, "import");
-            let r = d.import(&i, opt_id(&parent)?.as_ref(), &mut input)?;
+            let r = d.import_with(&i, opt_id(&parent)?.as_ref(), &mut input, &opts)?;
             drop(input);
             if out.json {
-                out.print(json!({ "id": i.as_str(), "size": r.size, "entries": r.entries, "tar_bytes": r.tar_bytes, "digest": r.digest }));
+                out.print(json!({
+                    "id": i.as_str(),
+                    "size": r.size,
+                    "entries": r.entries,
+                    "tar_bytes": r.tar_bytes,
+                    "digest": r.digest,
+                    "compression": r.compression,
+                    "compressed_digest": r.compressed_digest,
+                }));
             } else {
+                let compressed = match (&r.compression, &r.compressed_digest) {
+                    (Some(c), Some(cd)) => format!(" compression={c} compressed_digest={cd}"),
+                    _ => String::new(),
+                };
                 println!(
-                    "{i} size={} entries={} digest={}",
+                    "{i} size={} entries={} digest={}{compressed}",
                     r.size, r.entries, r.digest
                 );
             }
