@@ -37,7 +37,7 @@ use std::io::{self, BufReader, Read, Write};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use crc::{CRC_64_GO_ISO, Crc, Digest};
+use crc::{CRC_64_GO_ISO, Crc, Digest, Table};
 use flate2::Compression;
 use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
@@ -52,7 +52,9 @@ const SEGMENT_TYPE: u8 = 2;
 
 /// Go's `crc64.MakeTable(crc64.ISO)` with Go's pre/post inversion, which is
 /// exactly the catalogued CRC-64/GO-ISO.
-static CRC64_ISO: Crc<u64> = Crc::<u64>::new(&CRC_64_GO_ISO);
+// Slice-by-16 tables: the same CRC, about eight times faster than the
+// byte-at-a-time default, which dominated both import and exact export.
+static CRC64_ISO: Crc<u64, Table<16>> = Crc::<u64, Table<16>>::new(&CRC_64_GO_ISO);
 
 /// Copy buffer size for draining and replaying file data.
 const COPY_BUF: usize = 64 * 1024;
@@ -63,7 +65,7 @@ const COPY_BUF: usize = 64 * 1024;
 /// `hash.Sum(nil)` appends the sum big-endian.
 #[derive(Clone)]
 pub struct Crc64 {
-    digest: Digest<'static, u64>,
+    digest: Digest<'static, u64, Table<16>>,
 }
 
 impl fmt::Debug for Crc64 {
@@ -145,7 +147,10 @@ impl<W: Write> Recorder<W> {
     /// A recorder writing a new record to `w`.
     pub fn new(w: W) -> Self {
         Recorder {
-            out: GzEncoder::new(w, Compression::default()),
+            // The record is written while the layer is applied, on the
+            // applier's thread: the fast level keeps it off the critical
+            // path (it is mostly headers and compresses well anyway).
+            out: GzEncoder::new(w, Compression::fast()),
             position: 0,
             line: Vec::new(),
         }

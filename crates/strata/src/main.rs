@@ -272,6 +272,11 @@ fn run(cli: Cli) -> Result<()> {
                     if io::stdout().is_terminal() {
                         bail!("refusing to write a tar to a terminal; use -o FILE or a pipe");
                     }
+                    // A pipe's default 64 KiB makes writer and reader take
+                    // turns thousands of times per layer; 1 MiB matches our
+                    // write size. Only a hint: a non-pipe or a capped
+                    // system keeps what it has.
+                    let _ = rustix::pipe::fcntl_setpipe_size(io::stdout(), 1 << 20);
                     Box::new(io::stdout().lock())
                 }
             };
