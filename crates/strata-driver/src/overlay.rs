@@ -231,11 +231,7 @@ impl OverlayDriver {
                 reason: "a size limit is only for read-write layers".into(),
             });
         }
-        let _lock = self.store.lock(id);
-        if self.store.exists(id) {
-            return Err(DriverError::AlreadyExists { id: id.to_string() });
-        }
-        let parent = self.store.check_parent(id, parent)?;
+        let (_lock, parent) = self.store.claim_new(id, parent)?;
         self.check_depth(id, parent.as_ref())?;
         let mut staging = self.store.begin()?;
         let result = (|| {
@@ -877,11 +873,7 @@ impl Driver for OverlayDriver {
         opts: &ImportOptions,
     ) -> Result<ApplyResult> {
         opts.validate(id)?;
-        let _lock = self.store.lock(id);
-        if self.store.exists(id) {
-            return Err(DriverError::AlreadyExists { id: id.to_string() });
-        }
-        let parent = self.store.check_parent(id, parent)?;
+        let (_lock, parent) = self.store.claim_new(id, parent)?;
         self.check_depth(id, parent.as_ref())?;
         let mut staging = self.store.begin()?;
         self.add_dirs(&staging, LayerKind::Ro)?;

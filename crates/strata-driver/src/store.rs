@@ -317,6 +317,20 @@ impl Store {
         })
     }
 
+    /// Starts making layer `id` on `parent`: takes the layer's lock and
+    /// refuses an id that exists and a parent that does not.
+    pub fn claim_new(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+    ) -> Result<(LayerLock, Option<LayerId>)> {
+        let lock = self.lock(id);
+        if self.exists(id) {
+            return Err(DriverError::AlreadyExists { id: id.to_string() });
+        }
+        Ok((lock, self.check_parent(id, parent)?))
+    }
+
     /// Resolves the parent named for a new layer `id`: it must exist.
     pub fn check_parent(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<Option<LayerId>> {
         let Some(p) = parent else { return Ok(None) };

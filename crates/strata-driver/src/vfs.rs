@@ -113,11 +113,7 @@ impl VfsDriver {
                 what: what.into(),
             });
         }
-        let _lock = self.store.lock(id);
-        if self.store.exists(id) {
-            return Err(DriverError::AlreadyExists { id: id.to_string() });
-        }
-        let parent = self.store.check_parent(id, parent)?;
+        let (_lock, parent) = self.store.claim_new(id, parent)?;
         let (mut staging, copied_at) = self.stage_copy(id, parent.as_ref())?;
         let meta = LayerMeta::new(NAME, id, parent.as_ref(), kind, copied_at, None);
         self.store.commit_new(&mut staging, &meta)
@@ -323,11 +319,7 @@ impl Driver for VfsDriver {
         opts: &ImportOptions,
     ) -> Result<ApplyResult> {
         opts.validate(id)?;
-        let _lock = self.store.lock(id);
-        if self.store.exists(id) {
-            return Err(DriverError::AlreadyExists { id: id.to_string() });
-        }
-        let parent = self.store.check_parent(id, parent)?;
+        let (_lock, parent) = self.store.claim_new(id, parent)?;
         let (mut staging, copied_at) = self.stage_copy(id, parent.as_ref())?;
         let result = apply_stream(id, &staging, tar, WhiteoutMode::Delete, None, true)?;
         // Checked before the commit: on a mismatch the staging is dropped.

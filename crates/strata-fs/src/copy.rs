@@ -65,13 +65,7 @@ pub struct CopyStats {
 /// the module documentation for what is kept. The metadata of `src`'s root
 /// directory is copied onto `dst`'s root last.
 pub fn copy_tree(src: &Root, dst: &Root) -> Result<CopyStats> {
-    let mut c = Copier {
-        dst,
-        dirs: vec![dst.open_dir(b"")?],
-        links: HashMap::new(),
-        data: DataCopier::default(),
-        stats: CopyStats::default(),
-    };
+    let mut c = Copier::new(dst)?;
     walk(src, b"", &mut c)?;
     let st = rustix::fs::fstat(src.fd()).map_err(|e| FsError::io("stat", b"", e))?;
     chown_fd(dst.fd(), st.st_uid, st.st_gid, b"")?;
@@ -90,13 +84,7 @@ pub fn copy_tree(src: &Root, dst: &Root) -> Result<CopyStats> {
 /// real directory in `src` (not a symlink), so the copy lands at the very
 /// path the link names.
 pub fn copy_up(src: &Root, dst: &Root, path: &[u8]) -> Result<()> {
-    let mut c = Copier {
-        dst,
-        dirs: vec![dst.open_dir(b"")?],
-        links: HashMap::new(),
-        data: DataCopier::default(),
-        stats: CopyStats::default(),
-    };
+    let mut c = Copier::new(dst)?;
     let mut made = Vec::new();
     let mut prefix_end = 0;
     let comps: Vec<&[u8]> = crate::components(path).collect();
@@ -164,7 +152,18 @@ struct Copier<'a> {
     stats: CopyStats,
 }
 
-impl Copier<'_> {
+impl<'a> Copier<'a> {
+    /// A copier into `dst`, starting at its root.
+    fn new(dst: &'a Root) -> Result<Copier<'a>> {
+        Ok(Copier {
+            dst,
+            dirs: vec![dst.open_dir(b"")?],
+            links: HashMap::new(),
+            data: DataCopier::default(),
+            stats: CopyStats::default(),
+        })
+    }
+
     /// Links `e` to the copy of an inode met before; false if it is the
     /// first name of its inode (which is then remembered).
     fn link_known(&mut self, e: &WalkEntry<'_>) -> Result<bool> {
