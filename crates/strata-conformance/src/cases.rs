@@ -290,10 +290,11 @@ pub fn p05_remove_semantics(factory: Factory) {
     assert!(d.list().unwrap().is_empty());
 }
 
-pub fn p06_deep_chain_128(factory: Factory) {
-    let (_t, d) = setup(factory);
+/// Imports a chain of `n` layers, layer `i` (id `lNNN`) adding the file
+/// `fNNN` holding `layer i`; returns the top.
+pub fn import_chain(d: &dyn Driver, n: usize) -> LayerId {
     let mut parent: Option<LayerId> = None;
-    for i in 0..128 {
+    for i in 0..n {
         let tar = TarBuilder::new()
             .file(&format!("f{i:03}"), 0o644, format!("layer {i}").as_bytes())
             .build();
@@ -301,7 +302,12 @@ pub fn p06_deep_chain_128(factory: Factory) {
         d.import(&l, parent.as_ref(), &mut &tar[..]).unwrap();
         parent = Some(l);
     }
-    let top = parent.unwrap();
+    parent.expect("a chain of at least one layer")
+}
+
+pub fn p06_deep_chain_128(factory: Factory) {
+    let (_t, d) = setup(factory);
+    let top = import_chain(d.as_ref(), 128);
     let p = d.get(&top, "").unwrap();
     for i in 0..128 {
         assert_eq!(

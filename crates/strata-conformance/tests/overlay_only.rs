@@ -27,21 +27,12 @@ fn chain_of_500_mounts_and_501_is_refused() {
         return;
     }
     let (_t, d) = open();
-    let mut parent: Option<LayerId> = None;
-    for i in 0..500 {
-        let tar = TarBuilder::new()
-            .file(&format!("f{i:03}"), 0o644, format!("{i}").as_bytes())
-            .build();
-        let l = id(&format!("l{i:03}"));
-        d.import(&l, parent.as_ref(), &mut &tar[..]).unwrap();
-        parent = Some(l);
-    }
-    let top = parent.unwrap();
+    let top = strata_conformance::cases::import_chain(d.as_ref(), 500);
     let p = d.get(&top, "").unwrap();
     for i in [0, 1, 250, 498, 499] {
         assert_eq!(
             fs::read(p.join(format!("f{i:03}"))).unwrap(),
-            format!("{i}").as_bytes()
+            format!("layer {i}").as_bytes()
         );
     }
     assert_eq!(fs::read_dir(&p).unwrap().count(), 500);
