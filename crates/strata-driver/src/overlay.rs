@@ -424,6 +424,19 @@ impl OverlayDriver {
         }
     }
 
+    /// Unmounts `id`'s merged view if it is mounted (detached, so holders in
+    /// other mount namespaces do not keep it busy).
+    fn unmount_merged(&self, id: &LayerId) -> Result<()> {
+        let merged = self.merged(id);
+        if is_overlay_mount(&merged).unwrap_or(false) {
+            unmount(&merged, true).map_err(|source| DriverError::Mount {
+                id: id.to_string(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
     /// Resolves `id` (with its metadata) and `parent` through aliases.
     fn resolve_pair(
         &self,
@@ -562,13 +575,7 @@ impl Driver for OverlayDriver {
         }
         // A mount nobody here holds was left by a process that died:
         // release it, as the seed detaches a stale VHD, then remove.
-        let merged = self.merged(&id);
-        if is_overlay_mount(&merged).unwrap_or(false) {
-            unmount(&merged, true).map_err(|source| DriverError::Mount {
-                id: id.to_string(),
-                source,
-            })?;
-        }
+        self.unmount_merged(&id)?;
         refs.remove(id.as_str());
         drop(refs);
         // A sandbox image is released (unmounted, loop device detached)
@@ -591,8 +598,8 @@ impl Driver for OverlayDriver {
         let refs_now = self.count(&mut refs, &id);
         if refs_now.count > 0 {
             refs_now.count += 1;
-            let lowers = self.store.chain(&id)?;
-            return Ok(if lowers.is_empty() {
+            // A layer without parents is handed out unmounted (see `mount`).
+            return Ok(if meta.parent.is_none() {
                 self.store.content_dir(&id)
             } else {
                 self.merged(&id)
@@ -616,13 +623,7 @@ impl Driver for OverlayDriver {
             return Ok(());
         }
         refs.remove(id.as_str());
-        let merged = self.merged(&id);
-        if is_overlay_mount(&merged).unwrap_or(false) {
-            unmount(&merged, true).map_err(|source| DriverError::Mount {
-                id: id.to_string(),
-                source,
-            })?;
-        }
+        self.unmount_merged(&id)?;
         Ok(())
     }
 

@@ -24,6 +24,15 @@ use crate::{CreateOpts, DriverError, ImportOptions, LayerId, Result, backing};
 /// The vfs driver's registered name.
 pub const NAME: &str = "vfs";
 
+/// A layer and the layer it is compared with, resolved and opened once.
+struct Comparison {
+    meta: LayerMeta,
+    parent: Option<LayerId>,
+    layer: Root,
+    parent_root: Option<Root>,
+    opts: CompareOptions,
+}
+
 /// The `vfs` driver over a [`Store`].
 #[derive(Debug)]
 pub struct VfsDriver {
@@ -121,22 +130,21 @@ impl VfsDriver {
 
     /// The comparison base for `id` against `parent`: its real parent lets
     /// change detection use the copy instant.
-    fn compare(
-        &self,
-        id: &LayerId,
-        parent: Option<&LayerId>,
-    ) -> Result<(Root, Option<Root>, CompareOptions)> {
+    fn compare(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<Comparison> {
         let id = self.store.resolve(id)?;
         let meta = self.store.meta(&id)?;
         let layer = self.store.content_root(&id)?;
         let Some(parent) = parent else {
-            return Ok((
+            let opts = CompareOptions {
+                touched_after: None,
+            };
+            return Ok(Comparison {
+                meta,
+                parent: None,
                 layer,
-                None,
-                CompareOptions {
-                    touched_after: None,
-                },
-            ));
+                parent_root: None,
+                opts,
+            });
         };
         let parent = self.store.resolve(parent)?;
         self.store.meta(&parent)?;
@@ -145,11 +153,13 @@ impl VfsDriver {
         } else {
             None
         };
-        Ok((
+        Ok(Comparison {
+            meta,
+            parent_root: Some(self.store.content_root(&parent)?),
+            parent: Some(parent),
             layer,
-            Some(self.store.content_root(&parent)?),
-            CompareOptions { touched_after },
-        ))
+            opts: CompareOptions { touched_after },
+        })
     }
 }
 
@@ -259,11 +269,14 @@ impl Driver for VfsDriver {
     }
 
     fn diff(&self, id: &LayerId, parent: Option<&LayerId>, out: &mut dyn Write) -> Result<u64> {
-        let (layer, parent_root, opts) = self.compare(id, parent)?;
-        let rid = self.store.resolve(id)?;
-        let meta = self.store.meta(&rid)?;
-        let parent_id = parent.map(|p| self.store.resolve(p)).transpose()?;
-        if let Some(n) = replay_import(&self.store, &meta, parent_id.as_ref(), &layer, out)? {
+        let Comparison {
+            meta,
+            parent,
+            layer,
+            parent_root,
+            opts,
+        } = self.compare(id, parent)?;
+        if let Some(n) = replay_import(&self.store, &meta, parent.as_ref(), &layer, out)? {
             return Ok(n);
         }
         let stats = strata_layer::export_diff(&layer, parent_root.as_ref(), &opts, out).map_err(
@@ -276,7 +289,12 @@ impl Driver for VfsDriver {
     }
 
     fn changes(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<Vec<Change>> {
-        let (layer, parent_root, opts) = self.compare(id, parent)?;
+        let Comparison {
+            layer,
+            parent_root,
+            opts,
+            ..
+        } = self.compare(id, parent)?;
         strata_layer::changes(&layer, parent_root.as_ref(), &opts).map_err(|source| {
             DriverError::Export {
                 id: id.to_string(),
@@ -337,7 +355,12 @@ impl Driver for VfsDriver {
     }
 
     fn diff_size(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<u64> {
-        let (layer, parent_root, opts) = self.compare(id, parent)?;
+        let Comparison {
+            layer,
+            parent_root,
+            opts,
+            ..
+        } = self.compare(id, parent)?;
         let changes =
             strata_layer::changes(&layer, parent_root.as_ref(), &opts).map_err(|source| {
                 DriverError::Export {
