@@ -80,14 +80,17 @@ pub fn apply_stream(
             Some(l) => applier.with_lower(l),
             None => applier,
         };
-        let mut rec = Recorder::new(std::io::BufWriter::new(&record));
+        let record_error = |source| ApplyError::Stream {
+            what: "writing the tar-split record",
+            source,
+        };
+        let out = record.try_clone().map_err(record_error)?;
+        let mut rec =
+            Recorder::in_background(std::io::BufWriter::new(out)).map_err(record_error)?;
         let applied = strata_layer::apply_recorded(applier, &mut reader, &mut rec)?;
         rec.finish()
             .and_then(|w| w.into_inner().map_err(|e| e.into_error()).map(drop))
-            .map_err(|source| ApplyError::Stream {
-                what: "writing the tar-split record",
-                source,
-            })?;
+            .map_err(record_error)?;
         Ok(applied)
     };
     let ((stats, summary), facts, blob_facts) = with_flusher(root.fd(), || match compression {

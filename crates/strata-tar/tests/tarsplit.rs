@@ -566,6 +566,72 @@ fn sparse_entries_are_reported() {
     }
 }
 
+// ---- background compression ---------------------------------------------------
+
+/// An archive whose record spans many compressor batches.
+fn many_entries() -> Vec<u8> {
+    let mut w = TarWriter::new(Vec::new());
+    for i in 0..3000u32 {
+        let data = i.to_le_bytes().repeat(i as usize % 97);
+        let mut h = Header::new(
+            EntryKind::Regular,
+            format!("d{}/file-{i}", i % 13).as_bytes(),
+        );
+        h.size = data.len() as u64;
+        w.append_data(&h, &data).unwrap();
+    }
+    w.finish().unwrap()
+}
+
+#[test]
+fn background_record_equals_inline_record() {
+    let archive = many_entries();
+    let (inline, files, _) = record(&archive);
+    let mut r = TarReader::new(&archive[..]);
+    let mut rec = Recorder::in_background(Vec::new()).unwrap();
+    record_stream(&mut r, &mut rec, |_, _| Ok::<(), io::Error>(())).unwrap();
+    let background = rec.finish().unwrap();
+    assert_eq!(decode(&background), decode(&inline));
+    assert_same_bytes(
+        "replay",
+        &replay_from(&background, &files).unwrap(),
+        &archive,
+    );
+}
+
+/// A writer that takes `room` bytes, then fails.
+struct Full {
+    room: usize,
+}
+
+impl io::Write for Full {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.room == 0 {
+            return Err(io::Error::new(io::ErrorKind::StorageFull, "no space left"));
+        }
+        let n = buf.len().min(self.room);
+        self.room -= n;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn background_write_error_reaches_the_recorder() {
+    let archive = many_entries();
+    let mut r = TarReader::new(&archive[..]);
+    let mut rec = Recorder::in_background(Full { room: 1000 }).unwrap();
+    let err = match record_stream(&mut r, &mut rec, |_, _| Ok::<(), io::Error>(())) {
+        // The error surfaces on a later batch, or at the latest when the
+        // record is finished.
+        Err(e) => e.to_string(),
+        Ok(_) => rec.finish().map(drop).unwrap_err().to_string(),
+    };
+    assert!(err.contains("no space left"), "{err}");
+}
+
 // ---- tampering ----------------------------------------------------------------
 
 fn sample() -> (Vec<u8>, Vec<u8>, Files) {
