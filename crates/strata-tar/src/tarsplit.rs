@@ -31,9 +31,10 @@
 //! expanded file). [`record_stream`] still records them, and reports them
 //! in [`RecordSummary`] so the caller can keep the original stream instead.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
@@ -482,26 +483,25 @@ pub enum RecordEntry {
 }
 
 /// One line of a record as read. Everything is optional because Go's
-/// decoder leaves absent (or `null`) fields at their zero value.
+/// decoder leaves absent (or `null`) fields at their zero value. Strings
+/// borrow from the decompressed text where they have no escapes (base64
+/// payloads never do), so a record is not copied twice.
 #[derive(Deserialize)]
-struct EntryIn {
+struct EntryIn<'a> {
     #[serde(rename = "type", default)]
     kind: Option<u64>,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    name_raw: Option<String>,
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    name_raw: Option<Cow<'a, str>>,
     #[serde(default)]
     size: Option<u64>,
-    #[serde(default)]
-    payload: Option<String>,
+    #[serde(default, borrow)]
+    payload: Option<Cow<'a, str>>,
 }
 
-type JsonStream<R> = serde_json::StreamDeserializer<
-    'static,
-    serde_json::de::IoRead<BufReader<MultiGzDecoder<R>>>,
-    EntryIn,
->;
+/// Decompressed record text read at a time.
+const RECORD_CHUNK: usize = 256 * 1024;
 
 /// Reads a tar-split record: gunzips it (multi-member gzip accepted, as
 /// Go's reader does) and yields its entries in order.
@@ -512,8 +512,17 @@ type JsonStream<R> = serde_json::StreamDeserializer<
 /// Rejected as `InvalidData`: malformed JSON or base64, an entry type other
 /// than 1 or 2, and a file entry with data but no 8-byte checksum (it could
 /// never be verified). Iteration stops after the first error.
+///
+/// The text is parsed from memory a chunk at a time (serde_json parsing
+/// from an `io::Read` goes byte by byte, and was most of an export's time
+/// for layers with large headers); memory stays at one chunk plus the
+/// largest entry.
 pub struct RecordReader<R: Read> {
-    stream: JsonStream<R>,
+    text: MultiGzDecoder<R>,
+    buf: Vec<u8>,
+    /// Start of the unparsed part of `buf`.
+    pos: usize,
+    eof: bool,
     failed: bool,
 }
 
@@ -528,16 +537,60 @@ impl<R: Read> fmt::Debug for RecordReader<R> {
 impl<R: Read> RecordReader<R> {
     /// A reader over the gzip-compressed record `r`.
     pub fn new(r: R) -> Self {
-        // serde_json reads byte by byte from an `io::Read`, so buffer the
-        // decompressor's output.
-        let rdr = BufReader::new(MultiGzDecoder::new(r));
         RecordReader {
-            stream: serde_json::Deserializer::from_reader(rdr).into_iter(),
+            text: MultiGzDecoder::new(r),
+            buf: Vec::new(),
+            pos: 0,
+            eof: false,
             failed: false,
         }
     }
 
-    fn decode(e: EntryIn) -> io::Result<RecordEntry> {
+    /// Appends the next chunk of text after the unparsed part.
+    fn fill(&mut self) -> io::Result<()> {
+        self.buf.drain(..self.pos);
+        self.pos = 0;
+        let old = self.buf.len();
+        self.buf.resize(old + RECORD_CHUNK, 0);
+        let n = loop {
+            match self.text.read(&mut self.buf[old..]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                r => break r,
+            }
+        };
+        let n = n.inspect_err(|_| self.buf.truncate(old))?;
+        self.buf.truncate(old + n);
+        self.eof = n == 0;
+        Ok(())
+    }
+
+    /// The next entry, or `None` at the end of the text.
+    fn parse_next(&mut self) -> Option<io::Result<RecordEntry>> {
+        loop {
+            let mut values =
+                serde_json::Deserializer::from_slice(&self.buf[self.pos..]).into_iter::<EntryIn>();
+            let parsed = match values.next() {
+                Some(Ok(e)) => Some(Self::decode(e)),
+                // Only whitespace left, or a value cut at the chunk's end:
+                // more text decides, unless there is none.
+                None if self.eof => return None,
+                Some(Err(e)) if !e.is_eof() || self.eof => {
+                    return Some(Err(invalid(e.to_string())));
+                }
+                None | Some(Err(_)) => None,
+            };
+            let used = values.byte_offset();
+            if let Some(entry) = parsed {
+                self.pos += used;
+                return Some(entry);
+            }
+            if let Err(e) = self.fill() {
+                return Some(Err(e));
+            }
+        }
+    }
+
+    fn decode(e: EntryIn<'_>) -> io::Result<RecordEntry> {
         let b64 = |s: &str, what: &str| {
             BASE64
                 .decode(s)
@@ -553,7 +606,7 @@ impl<R: Read> RecordReader<R> {
                 // Go's GetName: a non-empty name_raw wins.
                 let name = match (&e.name_raw, e.name) {
                     (Some(raw), _) if !raw.is_empty() => b64(raw, "name_raw")?,
-                    (_, Some(n)) => n.into_bytes(),
+                    (_, Some(n)) => n.into_owned().into_bytes(),
                     (_, None) => Vec::new(),
                 };
                 let size = e.size.unwrap_or(0);
@@ -588,14 +641,7 @@ impl<R: Read> Iterator for RecordReader<R> {
         if self.failed {
             return None;
         }
-        let item = match self.stream.next()? {
-            Ok(e) => Self::decode(e),
-            Err(e) => Err(if e.is_io() {
-                io::Error::from(e)
-            } else {
-                invalid(e.to_string())
-            }),
-        };
+        let item = self.parse_next()?;
         self.failed = item.is_err();
         Some(item)
     }

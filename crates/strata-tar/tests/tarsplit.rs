@@ -738,6 +738,31 @@ fn reader_accepts_what_go_accepts() {
 }
 
 #[test]
+fn reader_handles_entries_larger_than_its_chunk() {
+    // A 600 KB segment (a huge PAX header) spans several of the reader's
+    // chunks, and so does the whitespace after it.
+    let big = vec![0x5au8; 600 * 1024];
+    let text = format!(
+        "{{\"type\":2,\"payload\":\"{}\",\"position\":0}}{}\n{{\"type\":2,\"payload\":\"YQ==\",\"position\":1}}\n",
+        B64.encode(&big),
+        " ".repeat(300 * 1024)
+    );
+    assert_eq!(
+        decode(&gzip(&text)),
+        vec![
+            RecordEntry::Segment(big),
+            RecordEntry::Segment(b"a".to_vec())
+        ]
+    );
+    // Cut inside the big entry: an error, not a short record.
+    let cut = &text[..400 * 1024];
+    let got: Vec<_> = RecordReader::new(&gzip(cut)[..]).collect();
+    assert_eq!(got.len(), 1);
+    let err = got[0].as_ref().unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+}
+
+#[test]
 fn reader_rejects_corrupt_records() {
     for text in [
         r#"{"type":3,"payload":null,"position":0}"#,
