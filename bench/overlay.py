@@ -366,11 +366,13 @@ def docker_archive(workdir, layer):
 
 
 class Dockerd:
-    """A private dockerd 20.10 with overlay2: own data-root, exec-root and
+    """A private dockerd 20.10 (overlay2 unless `storage_driver` names
+    another, e.g. a graph-driver plugin): own data-root, exec-root and
     socket under `base`, no bridge, no iptables."""
 
-    def __init__(self, base):
+    def __init__(self, base, storage_driver="overlay2"):
         self.base = base
+        self.storage_driver = storage_driver
         self.data = os.path.join(base, "data")
         self.sock = os.path.join(base, "docker.sock")
         self.proc = None
@@ -398,7 +400,7 @@ class Dockerd:
             [DOCKERD, "--config-file", os.path.join(self.base, "daemon.json"),
              "--data-root", self.data, "--exec-root", os.path.join(self.base, "exec"),
              "-H", f"unix://{self.sock}", "--pidfile", os.path.join(self.base, "dockerd.pid"),
-             "--storage-driver", "overlay2", "--bridge", "none", "--iptables=false",
+             "--storage-driver", self.storage_driver, "--experimental", "--bridge", "none", "--iptables=false",
              "--ip6tables=false", "--ip-forward=false", "--ip-masq=false"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()

@@ -132,7 +132,9 @@ pub trait Driver: Send + Sync {
     /// The driver's registered name.
     fn name(&self) -> &'static str;
     /// The driver's home directory.
-    fn home(&self) -> &Path;
+    fn home(&self) -> &Path {
+        self.store().home()
+    }
     /// The layer store under the driver.
     fn store(&self) -> &Store;
     /// Creates an empty read-only layer on `parent`.
@@ -151,8 +153,13 @@ pub trait Driver: Send + Sync {
     fn get(&self, id: &LayerId, mount_label: &str) -> Result<PathBuf>;
     /// Drops a reference taken by `get`; extra calls are harmless.
     fn put(&self, id: &LayerId) -> Result<()>;
-    /// True only for complete layers.
-    fn exists(&self, id: &LayerId) -> bool;
+    /// True only for complete layers (resolving aliases).
+    fn exists(&self, id: &LayerId) -> bool {
+        self.store()
+            .resolve(id)
+            .map(|id| self.store().exists(&id))
+            .unwrap_or(false)
+    }
     /// Key/value facts about the driver, in display order.
     fn status(&self) -> Vec<(String, String)>;
     /// Key/value facts about a layer (`docker inspect`'s GraphDriver.Data).
@@ -209,6 +216,28 @@ pub trait Driver: Send + Sync {
     }
 }
 
+/// A driver's `status`: its name, home and backing filesystem, then the
+/// facts `own` to the driver, then the number of layers.
+pub(crate) fn status(
+    name: &str,
+    store: &Store,
+    backing: &str,
+    own: Vec<(String, String)>,
+) -> Vec<(String, String)> {
+    let layers = store
+        .list()
+        .map(|l| l.len().to_string())
+        .unwrap_or_else(|e| format!("error: {e}"));
+    let mut s = vec![
+        ("Driver".into(), name.into()),
+        ("Home".into(), store.home().display().to_string()),
+        ("Backing Filesystem".into(), backing.into()),
+    ];
+    s.extend(own);
+    s.push(("Layers".into(), layers));
+    s
+}
+
 /// Serves a layer's own files by tar path, resolved inside its content
 /// root (the getter every driver whose layers are plain trees shares).
 pub(crate) struct RootGetter {
@@ -238,11 +267,8 @@ impl FileGetter for RootGetter {
 }
 
 /// Writes the exact bytes `id` was imported from, when that is what
-/// `diff(id, parent)` asks for: an unchanged read-only layer, compared with
-/// its own parent, whose record can be replayed from its files. Returns
-/// `None` when the diff must be generated instead. Every file is checked
-/// against its CRC as it is read, so a layer changed on disk fails here,
-/// naming the file, rather than exporting different bytes.
+/// `diff(id, parent)` asks for, serving its files from `own`, the layer's
+/// content root. Returns `None` when the diff must be generated instead.
 pub(crate) fn replay_import(
     store: &crate::Store,
     meta: &crate::LayerMeta,
@@ -250,26 +276,8 @@ pub(crate) fn replay_import(
     own: &strata_fs::Root,
     out: &mut dyn Write,
 ) -> Result<Option<u64>> {
-    let Some(import) = &meta.import else {
+    let Some(record) = ImportRecord::find(store, meta, parent)? else {
         return Ok(None);
-    };
-    if meta.kind != crate::LayerKind::Ro
-        || import.export_fallback.is_some()
-        || meta.parent.as_deref() != parent.map(LayerId::as_str)
-    {
-        return Ok(None);
-    }
-    let id = LayerId::new(&meta.id)?;
-    let path = store.layer_dir(&id).join(crate::pipeline::TAR_SPLIT_FILE);
-    let record = match std::fs::File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(crate::DriverError::io(
-                format!("layer {id}: open {}", path.display()),
-                e,
-            ));
-        }
     };
     let get = |name: &[u8]| -> std::io::Result<Box<dyn Read>> {
         let clean = strata_fs::clean_path(name).map_err(std::io::Error::other)?;
@@ -277,10 +285,66 @@ pub(crate) fn replay_import(
             own.open_file(&clean).map_err(std::io::Error::other)?,
         ))
     };
-    strata_tar::replay(strata_tar::RecordReader::new(record), get, out)
-        .map(Some)
-        .map_err(|source| crate::DriverError::Replay {
-            id: id.to_string(),
-            source,
+    record.replay(get, out).map(Some)
+}
+
+/// The tar-split record of an imported layer, found when `diff(id,
+/// parent)` asks for exactly the imported bytes: an unchanged read-only
+/// layer, compared with its own parent, whose record can be replayed from
+/// its files.
+pub(crate) struct ImportRecord {
+    id: LayerId,
+    file: std::fs::File,
+}
+
+impl ImportRecord {
+    /// The record of `meta`'s layer for `diff(meta.id, parent)`; `None`
+    /// when the diff must be generated instead.
+    pub(crate) fn find(
+        store: &crate::Store,
+        meta: &crate::LayerMeta,
+        parent: Option<&LayerId>,
+    ) -> Result<Option<ImportRecord>> {
+        let Some(import) = &meta.import else {
+            return Ok(None);
+        };
+        if meta.kind != crate::LayerKind::Ro
+            || import.export_fallback.is_some()
+            || meta.parent.as_deref() != parent.map(LayerId::as_str)
+        {
+            return Ok(None);
+        }
+        let id = LayerId::new(&meta.id)?;
+        let path = store.layer_dir(&id).join(crate::pipeline::TAR_SPLIT_FILE);
+        match std::fs::File::open(&path) {
+            Ok(file) => Ok(Some(ImportRecord { id, file })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(crate::DriverError::io(
+                format!("layer {id}: open {}", path.display()),
+                e,
+            )),
+        }
+    }
+
+    /// The layer the record belongs to.
+    pub(crate) fn id(&self) -> &LayerId {
+        &self.id
+    }
+
+    /// Writes the imported bytes to `out`, the files' contents from `get`
+    /// (by tar name); returns the bytes written. Every file is checked
+    /// against its CRC as it is read, so a layer changed on disk fails
+    /// here, naming the file, rather than exporting different bytes.
+    pub(crate) fn replay<'g>(
+        self,
+        get: impl FnMut(&[u8]) -> std::io::Result<Box<dyn Read + 'g>>,
+        out: &mut dyn Write,
+    ) -> Result<u64> {
+        strata_tar::replay(strata_tar::RecordReader::new(self.file), get, out).map_err(|source| {
+            crate::DriverError::Replay {
+                id: self.id.to_string(),
+                source,
+            }
         })
+    }
 }

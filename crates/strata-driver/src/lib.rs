@@ -29,8 +29,11 @@ mod id;
 mod options;
 pub mod overlay;
 mod pipeline;
+mod refs;
+mod sandbox;
 mod store;
 pub mod vfs;
+pub mod windowsfilter;
 
 use std::path::Path;
 
@@ -45,21 +48,30 @@ pub use store::{CleanupReport, ImportInfo, LayerKind, LayerLock, LayerMeta, Stag
 /// Registered drivers, in priority order for automatic choice.
 pub const DRIVERS: &[&str] = &[overlay::NAME, vfs::NAME];
 
+/// Drivers chosen only by name: `windowsfilter` keeps Windows layers,
+/// which no engine on Linux asks for without saying so.
+pub const NAMED_DRIVERS: &[&str] = &[windowsfilter::NAME];
+
 /// File in a home naming the driver that owns it: layers of one driver
 /// mean nothing to another, so a home is never opened with a second one.
 const DRIVER_MARKER: &str = ".strata-driver";
+
+/// The driver recorded as the owner of `home`, if any.
+fn home_owner(home: &Path) -> Result<Option<String>> {
+    let marker = home.join(DRIVER_MARKER);
+    match std::fs::read_to_string(&marker) {
+        Ok(s) => Ok(Some(s.trim().to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(DriverError::io(format!("read {}", marker.display()), e)),
+    }
+}
 
 /// Opens the driver `name` on `home`. With no name: the driver that
 /// already owns the home, else the first driver in priority order that can
 /// work there (`vfs` works anywhere, and its `status` then says why
 /// `overlay` could not be used).
 pub fn open(name: Option<&str>, home: &Path, options: &[String]) -> Result<Box<dyn Driver>> {
-    let marker = home.join(DRIVER_MARKER);
-    let owner = match std::fs::read_to_string(&marker) {
-        Ok(s) => Some(s.trim().to_string()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(DriverError::io(format!("read {}", marker.display()), e)),
-    };
+    let owner = home_owner(home)?;
     let unusable = |driver: &'static str, reason: String| DriverError::Unusable {
         driver,
         home: home.display().to_string(),
@@ -69,6 +81,7 @@ pub fn open(name: Option<&str>, home: &Path, options: &[String]) -> Result<Box<d
         (Some(n), Some(o)) if n != o => {
             let n = DRIVERS
                 .iter()
+                .chain(NAMED_DRIVERS)
                 .find(|d| **d == n)
                 .copied()
                 .unwrap_or("strata");
@@ -76,12 +89,16 @@ pub fn open(name: Option<&str>, home: &Path, options: &[String]) -> Result<Box<d
         }
         (Some(overlay::NAME), _) => Box::new(overlay::OverlayDriver::open(home, options)?),
         (Some(vfs::NAME), _) => Box::new(vfs::VfsDriver::open(home, options)?),
+        (Some(windowsfilter::NAME), _) => {
+            Box::new(windowsfilter::WindowsDriver::open(home, options)?)
+        }
         (Some(other), _) => {
             return Err(unusable(
                 "strata",
                 format!(
-                    "unknown driver {other:?} (available: {})",
-                    DRIVERS.join(", ")
+                    "unknown driver {other:?} (available: {}, {})",
+                    DRIVERS.join(", "),
+                    NAMED_DRIVERS.join(", ")
                 ),
             ));
         }

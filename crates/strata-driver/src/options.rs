@@ -50,6 +50,24 @@ pub fn parse_storage_opts(
     Ok(out)
 }
 
+/// The size limit `opts` asks for on a new layer of `kind`, for a driver
+/// that limits read-write layers only: one on a read-only layer is refused.
+pub(crate) fn rw_size_limit(
+    id: &crate::LayerId,
+    kind: crate::LayerKind,
+    opts: &CreateOpts,
+) -> Result<Option<u64>, DriverError> {
+    let size = parse_storage_opts(id.as_str(), &opts.storage_opt)?.size;
+    if size.is_some() && kind == crate::LayerKind::Ro {
+        return Err(DriverError::InvalidOption {
+            id: id.to_string(),
+            option: "size".into(),
+            reason: "a size limit is only for read-write layers".into(),
+        });
+    }
+    Ok(size)
+}
+
 /// Parses a size like Docker's `units.RAMInBytes`: a decimal number with
 /// an optional unit `b`, `k`, `m`, `g`, `t`, `p` (each optionally followed
 /// by `b` or `ib`), case-insensitive, all binary (1k = 1024).

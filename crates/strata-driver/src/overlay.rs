@@ -11,25 +11,31 @@
 //! `status` says so. A layer that has children is always mounted read-only
 //! (overlay2's `committed` rule), and `index=off` is always set.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
 use rustix::fs::FileType;
 use strata_fs::Root;
-use strata_fs::mount::{OverlaySpec, is_overlay_mount, mount_overlay, unmount};
+use strata_fs::mount::OverlaySpec;
 use strata_fs::overlay::{OverlayFeatures, is_opaque_dir, is_whiteout, native_diff_ok};
 use strata_fs::{Visitor, WalkControl, WalkEntry};
 use strata_layer::{CompareOptions, ExportItem, WhiteoutMode};
 
 use crate::driver::{
     ApplyResult, Capabilities, Change, ChangeKind, Driver, FileGetter, RootGetter, replay_import,
+    status,
 };
-use crate::options::parse_storage_opts;
+use crate::options::rw_size_limit;
 use crate::pipeline::apply_stream;
+use crate::refs::{MountRefs, check_unheld, mount_view, release_leftover_mounts};
+use crate::sandbox::{self, WORK_DIR};
 use crate::store::{CleanupReport, ImportInfo, LayerKind, LayerMeta, Store};
 use crate::{CreateOpts, DriverError, ImportOptions, LayerId, Result, backing};
+
+#[path = "snapshot_support.rs"]
+pub mod snapshot_support;
 
 /// The overlay driver's registered name.
 pub const NAME: &str = "overlay";
@@ -39,38 +45,17 @@ pub const NAME: &str = "overlay";
 /// refused when the layer is created.
 pub const MAX_DEPTH: usize = 500;
 
-/// Name of a layer's overlay work directory (read-write layers).
-const WORK_DIR: &str = "work";
 /// Name of a layer's mount point.
 const MERGED_DIR: &str = "merged";
-/// Where a size-limited layer's sandbox image is mounted.
-const SANDBOX_MOUNT: &str = strata_fs::SANDBOX_MOUNT;
 /// Directory of short links that stand in for layer paths when a legacy
 /// `mount(2)` option string would not fit in a page (overlay2's `l/`; a dot name, so no layer id can clash).
 const LINK_DIR: &str = ".links";
-
-/// References on one layer's mount.
-#[derive(Clone, Copy, Debug, Default)]
-struct Refs {
-    /// References counted, the adopted one included.
-    count: u32,
-    /// The mount was found in place (left by an earlier process) and
-    /// counted once for it, as moby's RefCounter does.
-    adopted: bool,
-}
-
-impl Refs {
-    /// References taken by `get` calls of this process.
-    fn taken(&self) -> u32 {
-        self.count - u32::from(self.adopted)
-    }
-}
 
 /// The `overlay` driver over a [`Store`].
 #[derive(Debug)]
 pub struct OverlayDriver {
     store: Store,
-    refs: Mutex<HashMap<String, Refs>>,
+    refs: MountRefs,
     backing: String,
     features: OverlayFeatures,
     native_diff: bool,
@@ -106,10 +91,7 @@ impl OverlayDriver {
                 }
             }
         }
-        release_leftover_mounts(home).map_err(|source| DriverError::Mount {
-            id: "(open)".into(),
-            source,
-        })?;
+        release_leftover_mounts(home)?;
         let store = Store::open(home)?;
         let (backing, magic) = backing::fs_name(store.home_fd())
             .map_err(|e| DriverError::io(format!("statfs {}", home.display()), e))?;
@@ -153,7 +135,7 @@ impl OverlayDriver {
         Ok(OverlayDriver {
             project_ids,
             store,
-            refs: Mutex::new(HashMap::new()),
+            refs: MountRefs::default(),
             backing,
             features,
             native_diff,
@@ -201,21 +183,6 @@ impl OverlayDriver {
         Ok(())
     }
 
-    /// The reference count of `id`, adopting a mount an earlier process
-    /// left (moby's RefCounter): a mounted layer that nobody here counted
-    /// starts at one, so the next `put` does not unmount what a running
-    /// container still uses.
-    fn count<'a>(&self, refs: &'a mut HashMap<String, Refs>, id: &LayerId) -> &'a mut Refs {
-        let merged = self.merged(id);
-        refs.entry(id.to_string()).or_insert_with(|| {
-            let adopted = is_overlay_mount(&merged).unwrap_or(false);
-            Refs {
-                count: u32::from(adopted),
-                adopted,
-            }
-        })
-    }
-
     fn create_layer(
         &self,
         id: &LayerId,
@@ -223,20 +190,16 @@ impl OverlayDriver {
         kind: LayerKind,
         opts: &CreateOpts,
     ) -> Result<()> {
-        let storage = parse_storage_opts(id.as_str(), &opts.storage_opt)?;
-        if storage.size.is_some() && kind == LayerKind::Ro {
-            return Err(DriverError::InvalidOption {
-                id: id.to_string(),
-                option: "size".into(),
-                reason: "a size limit is only for read-write layers".into(),
-            });
-        }
+        let size = rw_size_limit(id, kind, opts)?;
         let (_lock, parent) = self.store.claim_new(id, parent)?;
         self.check_depth(id, parent.as_ref())?;
         let mut staging = self.store.begin()?;
         let result = (|| {
-            match (storage.size, &self.project_ids) {
-                (None, _) => self.add_dirs(&staging, kind)?,
+            match (size, &self.project_ids) {
+                (None, _) => {
+                    self.add_dirs(&staging, kind)?;
+                    staging.metadata_only();
+                }
                 (Some(size), Some(ids)) => {
                     self.add_dirs(&staging, kind)?;
                     let mut next = ids.lock().unwrap_or_else(PoisonError::into_inner);
@@ -248,70 +211,30 @@ impl OverlayDriver {
                     )?;
                     *next += 1;
                 }
-                (Some(size), None) => self.add_sandbox(id, &staging, size)?,
+                (Some(size), None) => {
+                    sandbox::add(id, &staging, size)?;
+                    std::fs::create_dir(staging.path().join(MERGED_DIR))
+                        .map_err(|e| DriverError::io(format!("layer {id}: create merged"), e))?;
+                }
             }
             // Anything in the merged view with a ctime from now on was
             // copied up or written in this layer: the naive comparison
             // checks content for those (ARCHITECTURE.md, change detection).
             let since = Some(staging.fs_now()?);
             let mut meta = LayerMeta::new(NAME, id, parent.as_ref(), kind, since, None);
-            meta.size_limit = storage.size;
+            meta.size_limit = size;
             self.store.commit_new(&mut staging, &meta)
         })();
-        if result.is_err() && storage.size.is_some() {
-            // Dropping the staging dir sweeps it: release its sandbox
-            // first. A failure here is swept again by the next cleanup.
-            if let Err(e) = strata_fs::release_stale(staging.path()) {
-                tracing::warn!(layer = %id, error = %e, "releasing the sandbox of a failed create");
-            }
+        if result.is_err() && size.is_some() {
+            sandbox::release_failed(id, &staging);
         }
         result
-    }
-
-    /// Gives a read-write layer being built its own filesystem of `size`
-    /// usable bytes (the seed's sandbox.vhdx): an ext4 image on a loop
-    /// device, mounted at `sandbox/`, with `diff` and `work` pointing into
-    /// it, so writes past the limit fail with ENOSPC in the merged view.
-    fn add_sandbox(&self, id: &LayerId, staging: &crate::Staging, size: u64) -> Result<()> {
-        let sandbox = |source| DriverError::Sandbox {
-            id: id.to_string(),
-            source,
-        };
-        let dir = staging.path();
-        strata_fs::create_image(dir, size).map_err(sandbox)?;
-        let mounted = strata_fs::mount_image(dir, &dir.join(SANDBOX_MOUNT)).map_err(sandbox)?;
-        let io = |what: &str, e| DriverError::io(format!("layer {id}: {what}"), e);
-        std::fs::remove_dir(staging.content_path()).map_err(|e| io("replace diff", e))?;
-        let rel = |p: &Path| Path::new(SANDBOX_MOUNT).join(p.file_name().unwrap_or_default());
-        std::os::unix::fs::symlink(rel(&mounted.upper_dir()), staging.content_path())
-            .map_err(|e| io("link diff into the sandbox", e))?;
-        std::os::unix::fs::symlink(rel(&mounted.work_dir()), dir.join(WORK_DIR))
-            .map_err(|e| io("link work into the sandbox", e))?;
-        std::fs::create_dir(dir.join(MERGED_DIR)).map_err(|e| io("create merged", e))?;
-        // The image's root dir is the upper dir's parent; the upper dir
-        // itself must be the layer's 0755 root.
-        std::fs::set_permissions(
-            mounted.upper_dir(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .map_err(|e| io("chmod diff", e))
     }
 
     /// Mounts a size-limited layer's sandbox if it is not (after a restart
     /// or `cleanup`), so its `diff` and `work` links resolve.
     fn ensure_sandbox(&self, id: &LayerId, meta: &LayerMeta) -> Result<()> {
-        let dir = self.store.layer_dir(id);
-        // A limit kept by a project quota has no image.
-        if meta.size_limit.is_none() || !dir.join(strata_fs::SANDBOX_IMAGE).exists() {
-            return Ok(());
-        }
-        match strata_fs::mount_image(&dir, &dir.join(SANDBOX_MOUNT)) {
-            Ok(_) | Err(strata_fs::SandboxError::AlreadyMounted { .. }) => Ok(()),
-            Err(source) => Err(DriverError::Sandbox {
-                id: id.to_string(),
-                source,
-            }),
-        }
+        sandbox::ensure(&self.store, id, meta)
     }
 
     /// The content dir of `id`, its sandbox mounted if it has one.
@@ -403,16 +326,7 @@ impl OverlayDriver {
                 ..base
             }
         };
-        if !merged.exists() {
-            std::fs::create_dir(&merged).map_err(|e| {
-                DriverError::io(format!("layer {id}: create {}", merged.display()), e)
-            })?;
-        }
-        mount_overlay(&spec, &merged).map_err(|source| DriverError::Mount {
-            id: id.to_string(),
-            source,
-        })?;
-        Ok(merged)
+        mount_view(id, &spec, merged, |p| std::fs::create_dir(p))
     }
 
     /// How read-write layers' size limits are kept.
@@ -422,31 +336,6 @@ impl OverlayDriver {
         } else {
             "ext4 image on a loop device"
         }
-    }
-
-    /// Unmounts `id`'s merged view if it is mounted (detached, so holders in
-    /// other mount namespaces do not keep it busy).
-    fn unmount_merged(&self, id: &LayerId) -> Result<()> {
-        let merged = self.merged(id);
-        if is_overlay_mount(&merged).unwrap_or(false) {
-            unmount(&merged, true).map_err(|source| DriverError::Mount {
-                id: id.to_string(),
-                source,
-            })?;
-        }
-        Ok(())
-    }
-
-    /// Resolves `id` (with its metadata) and `parent` through aliases.
-    fn resolve_pair(
-        &self,
-        id: &LayerId,
-        parent: Option<&LayerId>,
-    ) -> Result<(LayerId, LayerMeta, Option<LayerId>)> {
-        let id = self.store.resolve(id)?;
-        let meta = self.store.meta(&id)?;
-        let parent = parent.map(|p| self.store.resolve(p)).transpose()?;
-        Ok((id, meta, parent))
     }
 
     /// True when `parent` is `id`'s own parent and the kernel's overlay
@@ -541,10 +430,6 @@ impl Driver for OverlayDriver {
         NAME
     }
 
-    fn home(&self) -> &Path {
-        self.store.home()
-    }
-
     fn store(&self) -> &Store {
         &self.store
     }
@@ -565,28 +450,8 @@ impl Driver for OverlayDriver {
     fn remove(&self, id: &LayerId) -> Result<()> {
         let id = self.store.resolve(id)?;
         let _lock = self.store.lock(&id);
-        let mut refs = self.refs.lock().unwrap_or_else(PoisonError::into_inner);
-        let taken = refs.get(id.as_str()).map_or(0, Refs::taken);
-        if taken > 0 {
-            return Err(DriverError::Busy {
-                id: id.to_string(),
-                reason: format!("{taken} reference(s) from get"),
-            });
-        }
-        // A mount nobody here holds was left by a process that died:
-        // release it, as the seed detaches a stale VHD, then remove.
-        self.unmount_merged(&id)?;
-        refs.remove(id.as_str());
-        drop(refs);
-        // A sandbox image is released (unmounted, loop device detached)
-        // before the layer dir goes, or the removal would stop at its
-        // mount point.
-        strata_fs::release_stale(&self.store.layer_dir(&id)).map_err(|source| {
-            DriverError::Sandbox {
-                id: id.to_string(),
-                source,
-            }
-        })?;
+        self.refs.forget(&id, &self.merged(&id))?;
+        sandbox::release(&id, &self.store.layer_dir(&id))?;
         self.store.remove(&id)
     }
 
@@ -594,56 +459,26 @@ impl Driver for OverlayDriver {
         let id = self.store.resolve(id)?;
         let _lock = self.store.lock(&id);
         let meta = self.store.meta(&id)?;
-        let mut refs = self.refs.lock().unwrap_or_else(PoisonError::into_inner);
-        let refs_now = self.count(&mut refs, &id);
-        if refs_now.count > 0 {
-            refs_now.count += 1;
-            // A layer without parents is handed out unmounted (see `mount`).
-            return Ok(if meta.parent.is_none() {
+        // A layer without parents is handed out unmounted (see `mount`).
+        let held = || {
+            if meta.parent.is_none() {
                 self.store.content_dir(&id)
             } else {
                 self.merged(&id)
-            });
-        }
-        let path = self.mount(&id, &meta)?;
-        self.count(&mut refs, &id).count = 1;
-        Ok(path)
+            }
+        };
+        self.refs
+            .get(&id, &self.merged(&id), held, || self.mount(&id, &meta))
     }
 
     fn put(&self, id: &LayerId) -> Result<()> {
         let id = self.store.resolve(id)?;
         let _lock = self.store.lock(&id);
-        let mut refs = self.refs.lock().unwrap_or_else(PoisonError::into_inner);
-        let r = self.count(&mut refs, &id);
-        if r.count == 0 {
-            return Ok(());
-        }
-        r.count -= 1;
-        if r.count > 0 {
-            return Ok(());
-        }
-        refs.remove(id.as_str());
-        self.unmount_merged(&id)?;
-        Ok(())
-    }
-
-    fn exists(&self, id: &LayerId) -> bool {
-        self.store
-            .resolve(id)
-            .map(|id| self.store.exists(&id))
-            .unwrap_or(false)
+        self.refs.put(&id, &self.merged(&id))
     }
 
     fn status(&self) -> Vec<(String, String)> {
-        let layers = self
-            .store
-            .list()
-            .map(|l| l.len().to_string())
-            .unwrap_or_else(|e| format!("error: {e}"));
-        let mut s = vec![
-            ("Driver".into(), NAME.into()),
-            ("Home".into(), self.store.home().display().to_string()),
-            ("Backing Filesystem".into(), self.backing.clone()),
+        let own = vec![
             ("Supports d_type".into(), "true".into()),
             ("Native Overlay Diff".into(), self.native_diff.to_string()),
             (
@@ -651,8 +486,8 @@ impl Driver for OverlayDriver {
                 self.features.userxattr_needed.to_string(),
             ),
             ("Size Limits".into(), self.size_limits().into()),
-            ("Layers".into(), layers),
         ];
+        let mut s = status(NAME, &self.store, &self.backing, own);
         if !self.native_diff {
             s.push((
                 "Native Overlay Diff Reason".into(),
@@ -684,27 +519,11 @@ impl Driver for OverlayDriver {
     }
 
     fn cleanup(&self) -> Result<CleanupReport> {
-        let mut errors = Vec::new();
-        let mounts = strata_fs::mountinfo::read_self().map_err(|source| DriverError::Mount {
-            id: "(cleanup)".into(),
-            source,
-        })?;
-        for m in strata_fs::mountinfo::mounts_under(&mounts, self.store.home()) {
-            if let Err(e) = unmount(&m.mount_point, true) {
-                errors.push(format!("unmount {}: {e}", m.mount_point.display()));
-            }
-        }
-        self.refs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
-        let mut report = self.store.cleanup()?;
-        report.errors.extend(errors);
-        Ok(report)
+        self.refs.cleanup(&self.store)
     }
 
     fn diff(&self, id: &LayerId, parent: Option<&LayerId>, out: &mut dyn Write) -> Result<u64> {
-        let (id, meta, parent) = self.resolve_pair(id, parent)?;
+        let (id, meta, parent) = self.store.resolve_pair(id, parent)?;
         if let Some(n) = replay_import(
             &self.store,
             &meta,
@@ -733,7 +552,7 @@ impl Driver for OverlayDriver {
     }
 
     fn changes(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<Vec<Change>> {
-        let (id, meta, parent) = self.resolve_pair(id, parent)?;
+        let (id, meta, parent) = self.store.resolve_pair(id, parent)?;
         let export = |source| DriverError::Export {
             id: id.to_string(),
             source,
@@ -836,18 +655,7 @@ impl Driver for OverlayDriver {
                 what: "apply_diff into a size-limited read-write layer".into(),
             });
         }
-        let refs = self
-            .refs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(id.as_str())
-            .map_or(0, |r| r.count);
-        if refs > 0 {
-            return Err(DriverError::Busy {
-                id: id.to_string(),
-                reason: format!("{refs} reference(s) from get"),
-            });
-        }
+        check_unheld(&id, self.refs.count(&id))?;
         // The new content is built beside the old (a copy of the layer's
         // own changes, usually none yet) and swapped in with one exchange.
         let mut staging = self.store.begin()?;
@@ -901,7 +709,7 @@ impl Driver for OverlayDriver {
     }
 
     fn diff_size(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<u64> {
-        let (id, meta, parent) = self.resolve_pair(id, parent)?;
+        let (id, meta, parent) = self.store.resolve_pair(id, parent)?;
         let export = |source| DriverError::Export {
             id: id.to_string(),
             source,
@@ -950,30 +758,6 @@ fn next_project_id(store: &Store) -> Result<u32> {
         }
     }
     Ok(next)
-}
-
-/// Unmounts what a killed process left mounted inside leftovers that the
-/// store's sweep at open is about to delete (a sandbox in a staging dir or
-/// in a `-removing` dir), so the sweep does not stop at a mount point.
-/// Loop devices go with their mounts (autoclear).
-fn release_leftover_mounts(home: &Path) -> std::result::Result<(), strata_fs::mount::MountError> {
-    let mounts = strata_fs::mountinfo::read_self()?;
-    let staging = home.join(crate::store::STAGING_DIR);
-    for m in strata_fs::mountinfo::mounts_under(&mounts, home) {
-        let Ok(rel) = m.mount_point.strip_prefix(home) else {
-            continue;
-        };
-        let top = rel
-            .components()
-            .next()
-            .map(|c| c.as_os_str().to_string_lossy().into_owned());
-        let leftover = m.mount_point.starts_with(&staging)
-            || top.is_some_and(|t| t.ends_with(crate::id::REMOVING_SUFFIX));
-        if leftover {
-            unmount(&m.mount_point, true)?;
-        }
-    }
-    Ok(())
 }
 
 fn change(path: &[u8], kind: ChangeKind) -> Change {

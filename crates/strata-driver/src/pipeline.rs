@@ -5,12 +5,13 @@
 
 use std::io::{self, Read};
 use std::os::fd::BorrowedFd;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError, mpsc};
 
 use strata_fs::Root;
-use strata_layer::{Applier, ApplyError, ApplyOptions, WhiteoutMode};
-use strata_tar::{Recorder, TarReader};
+use strata_layer::{Applier, ApplyError, ApplyOptions, ApplyStats, WhiteoutMode};
+use strata_tar::{RecordSummary, Recorder, TarReader};
 
 use crate::decompress::{self, Compression};
 use crate::digest::DigestReader;
@@ -35,15 +36,9 @@ pub struct StreamFacts {
 }
 
 /// Applies the tar stream `tar` onto the content dir of `staging` (the
-/// import path every driver shares): read-ahead and hashing on one thread,
-/// the applier on this one, write-back pushed by the flusher meanwhile.
+/// import path every driver whose layers are plain trees shares).
 /// `lower` is the merged view below a layer that stores only its own
 /// changes, for hard links to files of the layers below.
-///
-/// With `decompress` (imports, not `apply_diff`), a gzip or zstd blob is
-/// recognised by its magic bytes and decompressed on a thread of its own
-/// that also hashes the compressed bytes, feeding the read-ahead thread
-/// (which hashes the tar), so decompression, hashing and applying overlap.
 pub fn apply_stream(
     id: &LayerId,
     staging: &Staging,
@@ -56,7 +51,46 @@ pub fn apply_stream(
         id: id.to_string(),
         source,
     })?;
-    let record_path = staging.path().join(TAR_SPLIT_FILE);
+    import_stream(id, staging.path(), &root, tar, decompress, |reader, rec| {
+        let opts = ApplyOptions {
+            whiteouts,
+            writeback: true,
+        };
+        let applier = Applier::new(&root, opts);
+        let applier = match lower {
+            Some(l) => applier.with_lower(l),
+            None => applier,
+        };
+        strata_layer::apply_recorded(applier, reader, rec)
+    })
+}
+
+/// The tar-split recorder an import writes its record with.
+pub(crate) type Record = Recorder<io::BufWriter<std::fs::File>>;
+
+/// Runs an import of the stream `tar` (every driver's import path):
+/// `apply` reads the tar entries and records them in the layer's tar-split
+/// record, created in `dir`, on this thread, while a read-ahead thread
+/// reads and hashes the stream and the flusher pushes write-back on the
+/// filesystem of `root`. `apply` returns what it applied and the record's
+/// summary.
+///
+/// With `decompress` (imports, not `apply_diff`), a gzip or zstd blob is
+/// recognised by its magic bytes and decompressed on a thread of its own
+/// that also hashes the compressed bytes, feeding the read-ahead thread
+/// (which hashes the tar), so decompression, hashing and applying overlap.
+pub(crate) fn import_stream(
+    id: &LayerId,
+    dir: &Path,
+    root: &Root,
+    tar: &mut (dyn Read + Send),
+    decompress: bool,
+    apply: impl FnOnce(
+        &mut TarReader<&mut (dyn Read + Send)>,
+        &mut Record,
+    ) -> Result<(ApplyStats, RecordSummary), ApplyError>,
+) -> crate::Result<ApplyResult> {
+    let record_path = dir.join(TAR_SPLIT_FILE);
     let record = std::fs::File::create(&record_path)
         .map_err(|e| DriverError::io(format!("layer {id}: create {}", record_path.display()), e))?;
     // The peeked bytes are chained back in front, so nothing is lost and
@@ -71,23 +105,15 @@ pub fn apply_stream(
     let mut src = (&head[..]).chain(tar);
     let apply = |r: &mut (dyn Read + Send)| -> Result<_, ApplyError> {
         let mut reader = TarReader::new(r);
-        let opts = ApplyOptions {
-            whiteouts,
-            writeback: true,
-        };
-        let applier = Applier::new(&root, opts);
-        let applier = match lower {
-            Some(l) => applier.with_lower(l),
-            None => applier,
-        };
         let record_error = |source| ApplyError::Stream {
             what: "writing the tar-split record",
             source,
         };
         let out = record.try_clone().map_err(record_error)?;
-        let mut rec =
-            Recorder::in_background(std::io::BufWriter::new(out)).map_err(record_error)?;
-        let applied = strata_layer::apply_recorded(applier, &mut reader, &mut rec)?;
+        // The record is compressed and written by a thread of its own,
+        // off the applier's path.
+        let mut rec = Recorder::in_background(io::BufWriter::new(out)).map_err(record_error)?;
+        let applied = apply(&mut reader, &mut rec)?;
         rec.finish()
             .and_then(|w| w.into_inner().map_err(|e| e.into_error()).map(drop))
             .map_err(record_error)?;

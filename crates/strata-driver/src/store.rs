@@ -145,9 +145,22 @@ pub struct Staging {
     fd: OwnedFd,
     home_fd: Arc<OwnedFd>,
     committed: bool,
+    /// The chain file's content, when the driver decides it (see
+    /// [`Staging::set_chain`]).
+    chain: Option<Vec<String>>,
+    /// Holds only empty dirs and synced metadata files (see
+    /// [`Staging::metadata_only`]).
+    metadata_only: bool,
 }
 
 impl Staging {
+    /// Makes the commit write `dirs` as `layerchain.json` instead of every
+    /// ancestor's directory (windowsfilter leaves out a parent without
+    /// `Files/`, as the seed does).
+    pub fn set_chain(&mut self, dirs: Vec<String>) {
+        self.chain = Some(dirs);
+    }
+
     /// The staging directory (host path).
     pub fn path(&self) -> &Path {
         &self.path
@@ -184,10 +197,37 @@ impl Staging {
             .map_err(|e| DriverError::io(format!("staging {}: write {name}", self.name), e))
     }
 
+    /// Marks the staging dir as holding nothing but empty directories and
+    /// metadata files written with [`Staging::write_file`] (each synced as
+    /// it is written). Its commit then syncs those directories rather than
+    /// the whole filesystem, so making an empty layer (a container's
+    /// writable layer) does not wait for unrelated dirty data. A layer
+    /// with imported or copied content must not be marked.
+    pub fn metadata_only(&mut self) {
+        self.metadata_only = true;
+    }
+
     /// Flushes everything in the staging dir to stable storage.
     fn sync(&self) -> Result<()> {
-        rustix::fs::syncfs(&self.fd)
-            .map_err(|e| DriverError::io(format!("staging {}: syncfs", self.name), e))
+        if !self.metadata_only {
+            return rustix::fs::syncfs(&self.fd)
+                .map_err(|e| DriverError::io(format!("staging {}: syncfs", self.name), e));
+        }
+        let io = |what: &str, e| DriverError::io(format!("staging {}: {what}", self.name), e);
+        let mut d = rustix::fs::Dir::read_from(&self.fd).map_err(|e| io("list", e))?;
+        let names = strata_fs::dir_names(&mut d, b"").map_err(|source| DriverError::Fs {
+            id: format!("staging/{}", self.name),
+            source,
+        })?;
+        for name in names {
+            match open_dir_at(&self.fd, OsStr::from_bytes(&name)) {
+                Ok(dir) => rustix::fs::fsync(&dir).map_err(|e| io("fsync", e))?,
+                // metadata files are synced when written
+                Err(Errno::NOTDIR) | Err(Errno::LOOP) => {}
+                Err(e) => return Err(io("open", e)),
+            }
+        }
+        rustix::fs::fsync(&self.fd).map_err(|e| io("fsync", e))
     }
 }
 
@@ -400,6 +440,19 @@ impl Store {
         }
     }
 
+    /// Resolves `id` (with its metadata) and `parent` through aliases, for
+    /// an operation comparing the two.
+    pub(crate) fn resolve_pair(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+    ) -> Result<(LayerId, LayerMeta, Option<LayerId>)> {
+        let id = self.resolve(id)?;
+        let meta = self.meta(&id)?;
+        let parent = parent.map(|p| self.resolve(p)).transpose()?;
+        Ok((id, meta, parent))
+    }
+
     /// Writes a file of the store's own into the home, atomically.
     pub fn write_home_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
         write_file_at(&self.home_fd, name, bytes, true)
@@ -517,6 +570,8 @@ impl Store {
             fd,
             home_fd: Arc::clone(&self.home_fd),
             committed: false,
+            chain: None,
+            metadata_only: false,
         })
     }
 
@@ -567,9 +622,10 @@ impl Store {
 
     fn write_meta_files(&self, staging: &Staging, meta: &LayerMeta) -> Result<()> {
         let id = LayerId::new(&meta.id)?;
-        let chain: Vec<String> = match &meta.parent {
-            None => Vec::new(),
-            Some(p) => {
+        let chain: Vec<String> = match (&staging.chain, &meta.parent) {
+            (Some(dirs), _) => dirs.clone(),
+            (None, None) => Vec::new(),
+            (None, Some(p)) => {
                 let p = LayerId::new(p)?;
                 let mut ids = vec![p.clone()];
                 ids.extend(self.chain(&p)?);
@@ -704,23 +760,30 @@ impl Store {
     }
 }
 
-fn open_dir_at<P: rustix::path::Arg>(dir: impl AsFd, name: P) -> rustix::io::Result<OwnedFd> {
+pub(crate) fn open_dir_at<P: rustix::path::Arg>(
+    dir: impl AsFd,
+    name: P,
+) -> rustix::io::Result<OwnedFd> {
+    open_file_at(dir, name, OFlags::DIRECTORY)
+}
+
+/// Opens `name` in `dir` for reading, not following a symlink there, with
+/// `flags` added.
+pub(crate) fn open_file_at<P: rustix::path::Arg>(
+    dir: impl AsFd,
+    name: P,
+    flags: OFlags,
+) -> rustix::io::Result<OwnedFd> {
     rustix::fs::openat(
         dir,
         name,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | flags,
         Mode::empty(),
     )
 }
 
 fn read_file_at(dir: impl AsFd, name: &str) -> rustix::io::Result<Vec<u8>> {
-    let fd = rustix::fs::openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    let mut f = std::fs::File::from(fd);
+    let mut f = std::fs::File::from(open_file_at(dir, name, OFlags::empty())?);
     let mut buf = Vec::new();
     std::io::Read::read_to_end(&mut f, &mut buf)
         .map_err(|e| rustix::io::Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
@@ -729,7 +792,12 @@ fn read_file_at(dir: impl AsFd, name: &str) -> rustix::io::Result<Vec<u8>> {
 
 /// Writes `name` in `dir` atomically: a temp file, written, fsynced, then
 /// renamed over the name; `sync_dir` also fsyncs the directory.
-fn write_file_at(dir: &OwnedFd, name: &str, bytes: &[u8], sync_dir: bool) -> std::io::Result<()> {
+pub(crate) fn write_file_at(
+    dir: &OwnedFd,
+    name: &str,
+    bytes: &[u8],
+    sync_dir: bool,
+) -> std::io::Result<()> {
     let tmp = format!(".{name}.tmp");
     let fd = rustix::fs::openat(
         dir,

@@ -14,10 +14,11 @@ use strata_fs::Root;
 use strata_layer::{CompareOptions, WhiteoutMode};
 
 use crate::driver::{
-    ApplyResult, Capabilities, Change, Driver, FileGetter, RootGetter, replay_import,
+    ApplyResult, Capabilities, Change, Driver, FileGetter, RootGetter, replay_import, status,
 };
 use crate::options::parse_storage_opts;
 use crate::pipeline::apply_stream;
+use crate::refs::check_unheld;
 use crate::store::{CleanupReport, ImportInfo, LayerKind, LayerMeta, Staging, Store};
 use crate::{CreateOpts, DriverError, ImportOptions, LayerId, Result, backing};
 
@@ -168,10 +169,6 @@ impl Driver for VfsDriver {
         NAME
     }
 
-    fn home(&self) -> &Path {
-        self.store.home()
-    }
-
     fn store(&self) -> &Store {
         &self.store
     }
@@ -192,13 +189,7 @@ impl Driver for VfsDriver {
     fn remove(&self, id: &LayerId) -> Result<()> {
         let id = self.store.resolve(id)?;
         let _lock = self.store.lock(&id);
-        let refs = self.refcount(&id);
-        if refs > 0 {
-            return Err(DriverError::Busy {
-                id: id.to_string(),
-                reason: format!("{refs} reference(s) from get"),
-            });
-        }
+        check_unheld(&id, self.refcount(&id))?;
         self.store.remove(&id)
     }
 
@@ -223,26 +214,9 @@ impl Driver for VfsDriver {
         Ok(())
     }
 
-    fn exists(&self, id: &LayerId) -> bool {
-        self.store
-            .resolve(id)
-            .map(|id| self.store.exists(&id))
-            .unwrap_or(false)
-    }
-
     fn status(&self) -> Vec<(String, String)> {
-        let layers = self
-            .store
-            .list()
-            .map(|l| l.len().to_string())
-            .unwrap_or_else(|e| format!("error: {e}"));
-        let mut s = vec![
-            ("Driver".into(), NAME.into()),
-            ("Home".into(), self.store.home().display().to_string()),
-            ("Backing Filesystem".into(), self.backing.clone()),
-            ("Supports d_type".into(), self.d_type.to_string()),
-            ("Layers".into(), layers),
-        ];
+        let own = vec![("Supports d_type".into(), self.d_type.to_string())];
+        let mut s = status(NAME, &self.store, &self.backing, own);
         if let Some(why) = &self.overlay_failed {
             s.push(("Overlay Unavailable".into(), why.clone()));
         }
@@ -313,13 +287,7 @@ impl Driver for VfsDriver {
         let _lock = self.store.lock(&id);
         let mut meta = self.store.meta(&id)?;
         self.store.check_own_parent(&meta, parent)?;
-        let refs = self.refcount(&id);
-        if refs > 0 {
-            return Err(DriverError::Busy {
-                id: id.to_string(),
-                reason: format!("{refs} reference(s) from get"),
-            });
-        }
+        check_unheld(&id, self.refcount(&id))?;
         // Build the new content beside the old and swap them in one step,
         // so a bad stream leaves the layer exactly as it was.
         let (mut staging, _) = self.stage_copy(&id, Some(&id))?;

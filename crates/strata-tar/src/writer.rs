@@ -65,6 +65,8 @@ pub struct TarWriter<W: Write> {
     copy_buf: Vec<u8>,
     /// Reused header buffer (PAX header, its data, the ustar header).
     hdr_buf: Vec<u8>,
+    /// Bits of [`Header::mode`] written to the mode field.
+    mode_mask: u32,
 }
 
 impl<W: Write> TarWriter<W> {
@@ -75,7 +77,17 @@ impl<W: Write> TarWriter<W> {
             pos: 0,
             copy_buf: Vec::new(),
             hdr_buf: Vec::with_capacity(3 * BLOCK),
+            mode_mask: 0o7777,
         }
+    }
+
+    /// Also writes the file-type bits of [`Header::mode`] (`0o170000`:
+    /// `040000` for a directory, `0100000` for a file, ...) into the mode
+    /// field, as Go's `archive/tar` does when a producer sets them (go-winio
+    /// for Windows layers). Off by default: Docker layers carry permission
+    /// bits only.
+    pub fn set_mode_type_bits(&mut self, on: bool) {
+        self.mode_mask = if on { 0o177777 } else { 0o7777 };
     }
 
     /// Appends an entry: its header(s), then exactly the entry's data
@@ -303,7 +315,7 @@ impl<W: Write> TarWriter<W> {
             }
         }
 
-        block::put_octal(&mut blk[field::MODE], u64::from(h.mode & 0o7777));
+        block::put_octal(&mut blk[field::MODE], u64::from(h.mode & self.mode_mask));
         blk[field::TYPEFLAG] = type_flag(h.kind);
         blk[field::MAGIC].copy_from_slice(b"ustar\0");
         blk[field::VERSION].copy_from_slice(b"00");

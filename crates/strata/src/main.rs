@@ -5,6 +5,8 @@
 #![forbid(unsafe_code)]
 
 mod progress;
+mod serve;
+mod windows;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -17,6 +19,9 @@ use clap::{Parser, Subcommand};
 use serde_json::json;
 use strata_driver::{ChangeKind, CreateOpts, Driver, LayerId};
 
+/// The home when neither `--home` nor `STRATA_HOME` names one.
+const DEFAULT_HOME: &str = "/var/lib/strata";
+
 /// Strata: a container-layer store.
 #[derive(Parser, Debug)]
 #[command(name = "strata", version, about, propagate_version = true)]
@@ -25,7 +30,7 @@ struct Cli {
     #[arg(
         long,
         global = true,
-        default_value = "/var/lib/strata",
+        default_value = DEFAULT_HOME,
         env = "STRATA_HOME"
     )]
     home: PathBuf,
@@ -132,17 +137,26 @@ enum Command {
     Status,
     /// Finish interrupted work and sweep leftovers.
     Cleanup,
+    /// Serve the store to container engines (Docker's graph-driver plugin
+    /// protocol) until SIGTERM.
+    Serve(serve::ServeArgs),
+    /// Build and inspect Windows container layers.
+    #[command(subcommand)]
+    WindowsLayer(windows::WindowsCmd),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(io::stderr)
-        .init();
+    // `serve` sets up its own logging (a line per call, text or JSON).
+    if !matches!(cli.command, Command::Serve(_)) {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_writer(io::stderr)
+            .init();
+    }
     let json = cli.json;
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -182,10 +196,30 @@ fn opt_id(s: &Option<String>) -> Result<Option<LayerId>> {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let command = match cli.command {
+        Command::Serve(args) => {
+            let home = serve::home_given().then_some(cli.home);
+            let (driver, driver_opts, json) = (cli.driver, cli.driver_opts, cli.json);
+            return serve::run(
+                args,
+                serve::Globals {
+                    home,
+                    driver,
+                    driver_opts,
+                    json,
+                },
+            );
+        }
+        Command::WindowsLayer(cmd) => {
+            let (d, opts) = (cli.driver.as_deref(), &cli.driver_opts);
+            return windows::run(cmd, &cli.home, d, opts, cli.json);
+        }
+        command => command,
+    };
     let driver = strata_driver::open(cli.driver.as_deref(), &cli.home, &cli.driver_opts)?;
     let d: &dyn Driver = driver.as_ref();
     let out = Output { json: cli.json };
-    match cli.command {
+    match command {
         Command::Create { id: i, parent } => {
             let i = id(&i)?;
             d.create(&i, opt_id(&parent)?.as_ref(), &CreateOpts::default())?;
@@ -343,12 +377,28 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Ls => {
             let layers = d.list()?;
+            // Layers that are containerd snapshots show their names.
+            let names = strata_snapshotter::names(d.home())?;
             if out.json {
-                out.print(serde_json::to_value(&layers)?);
+                let mut rows = serde_json::to_value(&layers)?;
+                for row in rows.as_array_mut().into_iter().flatten() {
+                    let n = row["id"].as_str().and_then(|i| names.get(i));
+                    if let (Some(n), Some(o)) = (n, row.as_object_mut()) {
+                        o.insert(
+                            "containerd".into(),
+                            serde_json::json!({
+                                "key": n.key,
+                                "kind": n.kind.as_str(),
+                                "parent": n.parent,
+                            }),
+                        );
+                    }
+                }
+                out.print(rows);
             } else {
                 println!(
-                    "{:<24} {:<24} {:<4} {:>12}  DIGEST",
-                    "ID", "PARENT", "KIND", "SIZE"
+                    "{:<24} {:<24} {:<4} {:>12}  {:<71}  CONTAINERD",
+                    "ID", "PARENT", "KIND", "SIZE", "DIGEST"
                 );
                 for m in &layers {
                     let (size, digest) = match &m.import {
@@ -357,12 +407,13 @@ fn run(cli: Cli) -> Result<()> {
                     };
                     let kind = serde_json::to_value(m.kind)?;
                     println!(
-                        "{:<24} {:<24} {:<4} {:>12}  {}",
+                        "{:<24} {:<24} {:<4} {:>12}  {:<71}  {}",
                         m.id,
                         m.parent.as_deref().unwrap_or("-"),
                         kind.as_str().unwrap_or("?"),
                         size,
-                        digest
+                        digest,
+                        names.get(&m.id).map_or("-", |n| n.key.as_str())
                     );
                 }
             }
@@ -400,6 +451,8 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Serve(_) => unreachable!("serve returns above, before a driver is opened"),
+        Command::WindowsLayer(_) => unreachable!("windows-layer returns above"),
         Command::Cleanup => {
             let r = d.cleanup()?;
             if out.json {

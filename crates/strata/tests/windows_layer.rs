@@ -1,0 +1,299 @@
+//! `strata windows-layer build|inspect`: layers built from a directory
+//! and from a Linux layer tar are read by an independent reader (Python's
+//! tarfile) that checks the spec's structural rules and parses every
+//! security descriptor; inspect shows SDDL decoded in Rust.
+#![allow(clippy::unwrap_used)]
+
+#[path = "../../strata-driver/tests/windows_support/mod.rs"]
+mod windows_support;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use windows_support::{have, py_check, root};
+
+fn strata(home: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(o: &std::process::Output) -> String {
+    assert!(
+        o.status.success(),
+        "strata failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+#[test]
+fn build_from_a_directory() {
+    if !have("python3", "build_from_a_directory") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir_all(src.join("app/bin/deep")).unwrap();
+    fs::write(src.join("app/bin/tool.exe"), b"MZ tool").unwrap();
+    fs::write(src.join("app/bin/deep/ünïcødé.txt"), b"u").unwrap();
+    fs::hard_link(src.join("app/bin/tool.exe"), src.join("app/tool-link.exe")).unwrap();
+    std::os::unix::fs::symlink("bin/deep", src.join("app/deep-link")).unwrap();
+    std::os::unix::fs::symlink("/app/bin/tool.exe", src.join("abs")).unwrap();
+    let home = tmp.path().join("home");
+    let out = tmp.path().join("layer.tar");
+    let o = out.to_str().unwrap();
+
+    // Absolute symlinks are refused by default, naming the link.
+    let r = strata(
+        &home,
+        &["windows-layer", "build", src.to_str().unwrap(), "-o", o],
+    );
+    assert!(!r.status.success());
+    let e = String::from_utf8_lossy(&r.stderr);
+    assert!(e.contains("abs") && e.contains("--dereference"), "{e}");
+    assert!(!out.exists(), "no partial output is left");
+
+    let r = ok(&strata(
+        &home,
+        &[
+            "--json",
+            "windows-layer",
+            "build",
+            src.to_str().unwrap(),
+            "-o",
+            o,
+            "--dereference",
+        ],
+    ));
+    let v: serde_json::Value = serde_json::from_str(&r).unwrap();
+    assert_eq!(v["entries"], 10);
+    let check = py_check(&out, tmp.path());
+    let names: Vec<String> = serde_json::from_value(check["names"].clone()).unwrap();
+    assert_eq!(
+        names,
+        [
+            "Files",
+            "Hives",
+            "Files/abs",
+            "Files/app",
+            "Files/app/bin",
+            "Files/app/bin/deep",
+            "Files/app/bin/deep/ünïcødé.txt",
+            "Files/app/bin/tool.exe",
+            "Files/app/deep-link",
+            "Files/app/tool-link.exe"
+        ]
+    );
+    assert!(names.contains(&"Files/app/tool-link.exe".to_string()));
+    // BuildKit's default descriptors, parsed by the independent reader.
+    assert_eq!(
+        check["sds"]["Files/app/bin/tool.exe"]["owner"],
+        "S-1-5-32-544"
+    );
+    assert_eq!(check["sds"]["Files/app/bin/tool.exe"]["group"], "S-1-5-18");
+
+    // inspect shows the descriptor as SDDL, the link and the attributes.
+    let r = ok(&strata(&home, &["--json", "windows-layer", "inspect", o]));
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&r).unwrap();
+    let row = |n: &str| rows.iter().find(|r| r["name"] == n).unwrap().clone();
+    assert_eq!(
+        row("Files/app/bin/tool.exe")["sd"],
+        strata_windows::DEFAULT_FILE_SDDL
+    );
+    assert_eq!(row("Files/app/deep-link")["link"], "bin\\deep");
+    assert_eq!(
+        row("Files/app/deep-link")["attributes"],
+        serde_json::json!(["DIRECTORY", "REPARSE_POINT"])
+    );
+    assert_eq!(
+        row("Files/app/tool-link.exe")["link"],
+        "Files/app/bin/tool.exe"
+    );
+    assert_eq!(row("Files/abs")["type"], "file");
+
+    // --sddl sets one descriptor for everything.
+    let sddl = "O:BUG:BUD:(A;;FA;;;WD)";
+    ok(&strata(
+        &home,
+        &[
+            "windows-layer",
+            "build",
+            src.join("app").to_str().unwrap(),
+            "-o",
+            o,
+            "--sddl",
+            sddl,
+        ],
+    ));
+    let check = py_check(&out, tmp.path());
+    assert_eq!(check["sds"]["Files/bin/tool.exe"]["owner"], "S-1-5-32-545");
+    let r = ok(&strata(&home, &["--json", "windows-layer", "inspect", o]));
+    assert!(r.contains(sddl), "{r}");
+    let r = strata(
+        &home,
+        &[
+            "windows-layer",
+            "build",
+            src.to_str().unwrap(),
+            "-o",
+            o,
+            "--sddl",
+            "O:XX",
+        ],
+    );
+    assert!(!r.status.success());
+}
+
+#[test]
+fn build_from_a_linux_layer_tar_expands_deletions() {
+    if !root("build_from_a_linux_layer_tar_expands_deletions")
+        || !have("python3", "build_from_a_linux_layer_tar")
+    {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let tar = tmp.path().join("linux.tar");
+    let py = r#"
+import io, sys, tarfile
+with tarfile.open(sys.argv[1], "w", format=tarfile.PAX_FORMAT) as tf:
+    def add(name, kind=tarfile.REGTYPE, data=b"", link=""):
+        ti = tarfile.TarInfo(name); ti.type = kind; ti.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
+        ti.linkname = link; ti.size = len(data); ti.mtime = 1700000000
+        tf.addfile(ti, io.BytesIO(data) if data else None)
+    add("app/", tarfile.DIRTYPE); add("app/x.exe", data=b"MZ"); add("app/.wh.old.dll")
+    add("opq/", tarfile.DIRTYPE); add("opq/.wh..wh..opq"); add("opq/keep", data=b"k")
+    add("app/y.exe", tarfile.LNKTYPE, link="app/x.exe")
+"#;
+    let st = Command::new("python3")
+        .arg("-c")
+        .arg(py)
+        .arg(&tar)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let lower = tmp.path().join("lower");
+    fs::create_dir_all(lower.join("opq")).unwrap();
+    for n in ["old1", "old2", "keep"] {
+        fs::write(lower.join("opq").join(n), b"l").unwrap();
+    }
+    let home = tmp.path().join("home");
+    let out = tmp.path().join("win.tar");
+    let (t, o) = (tar.to_str().unwrap(), out.to_str().unwrap());
+    let r = strata(&home, &["windows-layer", "build", t, "-o", o]);
+    assert!(!r.status.success());
+    assert!(String::from_utf8_lossy(&r.stderr).contains("--lower"));
+    ok(&strata(
+        &home,
+        &[
+            "windows-layer",
+            "build",
+            t,
+            "-o",
+            o,
+            "--lower",
+            lower.to_str().unwrap(),
+        ],
+    ));
+    let check = py_check(&out, tmp.path());
+    let names: Vec<String> = serde_json::from_value(check["names"].clone()).unwrap();
+    for n in [
+        "Files/app/.wh.old.dll",
+        "Files/opq/.wh.old1",
+        "Files/opq/.wh.old2",
+        "Files/opq/keep",
+        "Files/app/y.exe",
+    ] {
+        assert!(names.contains(&n.to_string()), "{n} in {names:?}");
+    }
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.contains(".wh..wh..opq") || n == "Files/opq/.wh.keep"),
+        "{names:?}"
+    );
+
+    // The built layer imports into the windowsfilter driver and inspect
+    // reads it back by id.
+    let bt = tmp.path().join("base.tar");
+    ok(&strata(
+        &home,
+        &[
+            "windows-layer",
+            "build",
+            lower.to_str().unwrap(),
+            "-o",
+            bt.to_str().unwrap(),
+        ],
+    ));
+    ok(&strata(
+        &home,
+        &[
+            "--driver",
+            "windowsfilter",
+            "import",
+            "base",
+            bt.to_str().unwrap(),
+        ],
+    ));
+    ok(&strata(
+        &home,
+        &[
+            "--driver",
+            "windowsfilter",
+            "import",
+            "built",
+            "--parent",
+            "base",
+            o,
+        ],
+    ));
+    let view = ok(&strata(
+        &home,
+        &["--driver", "windowsfilter", "mount", "built"],
+    ));
+    let view = Path::new(view.trim());
+    assert!(view.join("opq/keep").exists() && view.join("app/x.exe").exists());
+    ok(&strata(
+        &home,
+        &["--driver", "windowsfilter", "unmount", "built"],
+    ));
+    let r = ok(&strata(
+        &home,
+        &[
+            "--driver",
+            "windowsfilter",
+            "--json",
+            "windows-layer",
+            "inspect",
+            "built",
+        ],
+    ));
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&r).unwrap();
+    assert!(
+        rows.iter()
+            .any(|r| r["name"] == "Files/opq/.wh.old1" && r["type"] == "tombstone")
+    );
+    let again = tmp.path().join("again.tar");
+    ok(&strata(
+        &home,
+        &[
+            "--driver",
+            "windowsfilter",
+            "export",
+            "built",
+            "--parent",
+            "base",
+            "-o",
+            again.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(
+        fs::read(tmp.path().join("again.tar")).unwrap(),
+        fs::read(&out).unwrap()
+    );
+}
