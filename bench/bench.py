@@ -51,6 +51,28 @@ def timed(argv):
     return secs, ru.ru_maxrss / 1024
 
 
+def median_of(runs, argv, before=None):
+    """Times argv `runs` times (calling `before` ahead of each run);
+    (median, min, max) seconds."""
+    secs = []
+    for _ in range(runs):
+        if before:
+            before()
+        secs.append(timed(argv)[0])
+    return statistics.median(secs), min(secs), max(secs)
+
+
+def parse_args(ap, script, needs):
+    """Adds --workdir to `ap`, parses the command line, insists on root
+    (`needs` says what for) and makes the work dir."""
+    ap.add_argument("--workdir", default="/var/tmp/strata-bench")
+    a = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit(f"{script} needs root ({needs})")
+    os.makedirs(a.workdir, exist_ok=True)
+    return a
+
+
 def debian_layer(workdir):
     layer = os.path.join(workdir, "debian.tar")
     if os.path.exists(layer):

@@ -19,7 +19,6 @@ Builds in release (into $CARGO_TARGET_DIR when set).
 import argparse
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -63,13 +62,7 @@ class Daemon:
         raise SystemExit(f"{argv[0]} did not come up; see {log.name}")
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        overlay.stop_process(self.proc)
 
 
 class Bench:
@@ -224,14 +217,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5, help="cold imports per snapshotter")
     ap.add_argument("--reps", type=int, default=40, help="container runs per snapshotter")
-    ap.add_argument("--workdir", default="/var/tmp/strata-bench")
-    a = ap.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("containerd.py needs root (containerd, mounts, drop_caches)")
+    a = bench.parse_args(ap, "containerd.py", "containerd, mounts, drop_caches")
     for tool in ("containerd", "ctr", "runc"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed (apt-get install containerd runc)")
-    os.makedirs(a.workdir, exist_ok=True)
     print(f"start: {overlay.load_note()}", flush=True)
     t0 = time.perf_counter()
     serve_argv, server = strata_server(a.workdir)

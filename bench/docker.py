@@ -27,7 +27,6 @@ Targets: load <= 1.0x overlay2's time, run start <= 1.2x.
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -77,13 +76,7 @@ class StrataPlugin:
         print(f"  {line.strip()}", flush=True)
 
     def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        overlay.stop_process(self.proc)
         self.proc = None
         if self.made_spec_dir and os.path.isdir(SPEC_DIR) and not os.listdir(SPEC_DIR):
             os.rmdir(SPEC_DIR)
@@ -114,15 +107,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5, help="cold-cache docker loads per daemon")
     ap.add_argument("--run-reps", type=int, default=15, help="docker run --rm ... true per daemon")
-    ap.add_argument("--workdir", default="/var/tmp/strata-bench")
     ap.add_argument("--strata-driver", default="overlay", choices=["overlay", "vfs"])
-    a = ap.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("docker.py needs root (daemons, mounts, drop_caches)")
+    a = bench.parse_args(ap, "docker.py", "daemons, mounts, drop_caches")
     for tool in (overlay.DOCKERD, overlay.DOCKER):
         if not os.path.exists(tool):
             raise SystemExit(f"{tool} missing: apt-get install docker.io containerd runc")
-    os.makedirs(a.workdir, exist_ok=True)
     print(f"start: {overlay.load_note()}", flush=True)
     t0 = time.perf_counter()
     strata = strata_binary()

@@ -16,7 +16,6 @@ usage: sudo python3 bench/exact.py [--runs N] [--workdir DIR]
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 
@@ -27,23 +26,10 @@ import bench  # noqa: E402  (the Debian layer builder, drop_caches, sh, timed)
 ROOT = bench.ROOT
 
 
-def median_of(runs, argv, before=None):
-    secs = []
-    for _ in range(runs):
-        if before:
-            before()
-        secs.append(bench.timed(argv)[0])
-    return statistics.median(secs), min(secs), max(secs)
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--workdir", default="/var/tmp/strata-bench")
-    a = ap.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("exact.py needs root (drop_caches, device nodes, ownership)")
-    os.makedirs(a.workdir, exist_ok=True)
+    a = bench.parse_args(ap, "exact.py", "drop_caches, device nodes, ownership")
     bench.sh(f"cd {ROOT} && cargo build --release --quiet -p strata")
     strata = os.path.join(ROOT, "target/release/strata")
     layer = bench.debian_layer(a.workdir)
@@ -71,7 +57,7 @@ def main():
     for argv in warm.values():
         bench.timed(argv)
     print(f"export of the Debian layer ({size / 1e6:.1f} MB), warm cache, {a.runs} runs")
-    rows = {k: median_of(a.runs, v) for k, v in warm.items()}
+    rows = {k: bench.median_of(a.runs, v) for k, v in warm.items()}
     cat = rows["cat tar (page cache)"][0]
     print(f"{'tool':<26} {'median s':>9} {'min s':>7} {'max s':>7} {'vs cat':>8}")
     for k, (m, lo, hi) in rows.items():
@@ -92,7 +78,7 @@ def main():
         "tar -I pigz -x; sync": ["sh", "-c", f"mkdir -p {out} && tar --numeric-owner --xattrs --xattrs-include='*' -I pigz -xpf {gz} -C {out} && sync"],
     }
     print(f"\nimport of the gzip'd Debian layer ({os.path.getsize(gz) / 1e6:.1f} MB), cold cache, {a.runs} runs")
-    rows = {k: median_of(a.runs, v, fresh) for k, v in cold.items()}
+    rows = {k: bench.median_of(a.runs, v, fresh) for k, v in cold.items()}
     shutil.rmtree(out, ignore_errors=True)
     base = rows["tar -xzf; sync"][0]
     print(f"{'tool':<26} {'median s':>9} {'min s':>7} {'max s':>7} {'vs tar -xzf; sync':>18}")

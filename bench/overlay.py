@@ -66,6 +66,19 @@ def out(argv, **kw):
     return subprocess.run(argv, check=True, capture_output=True, text=True, **kw).stdout
 
 
+def stop_process(proc):
+    """Stops `proc` (started in its own session) with SIGTERM, the way an
+    init system would; its whole group gets SIGKILL after 30 s."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def mounts_under(path):
     path = path.rstrip("/") + "/"
     with open("/proc/self/mounts") as f:
@@ -414,13 +427,7 @@ class Dockerd:
         raise SystemExit(f"dockerd did not come up; log tail:\n{tail}")
 
     def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
         if os.path.exists(self.base):
             unmount_all_under(self.base)
@@ -516,12 +523,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5, help="runs of changes/diff-size and of the imports")
     ap.add_argument("--reps", type=int, default=25, help="repetitions of each mount/unmount")
-    ap.add_argument("--workdir", default="/var/tmp/strata-bench")
     ap.add_argument("--skip-docker", action="store_true")
-    a = ap.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("overlay.py needs root (mounts, drop_caches, device nodes)")
-    os.makedirs(a.workdir, exist_ok=True)
+    a = bench.parse_args(ap, "overlay.py", "mounts, drop_caches, device nodes")
     print(f"start: {load_note()}", flush=True)
     t0 = time.perf_counter()
     bench.sh(f"cd {ROOT} && cargo build --release --quiet -p strata")

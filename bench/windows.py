@@ -24,7 +24,6 @@ import io
 import os
 import random
 import shutil
-import statistics
 import subprocess
 import sys
 import tarfile
@@ -112,23 +111,10 @@ def windows_layer(workdir, sds, entries=22000, total=320 << 20):
     return layer
 
 
-def median_of(runs, argv, before=None):
-    secs = []
-    for _ in range(runs):
-        if before:
-            before()
-        secs.append(bench.timed(argv)[0])
-    return statistics.median(secs), min(secs), max(secs)
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--workdir", default="/var/tmp/strata-bench")
-    a = ap.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("windows.py needs root (drop_caches, mounts)")
-    os.makedirs(a.workdir, exist_ok=True)
+    a = bench.parse_args(ap, "windows.py", "drop_caches, mounts")
     bench.sh(f"cd {ROOT} && cargo build --release --quiet -p strata")
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
     strata = os.path.join(target, "release/strata")
@@ -151,9 +137,9 @@ def main():
     tarx = ["sh", "-c", f"mkdir -p {out} && tar --warning=no-unknown-keyword -xpf {layer} -C {out} && sync"]
     print(f"layer: {layer} ({size / 1e6:.1f} MB, {entries} entries), {a.runs} runs", flush=True)
     rows = {
-        "strata import (windowsfilter)": median_of(a.runs, imp, clean),
-        "tar -x; sync": median_of(a.runs, tarx, clean),
-        "strata import (vfs, reference)": median_of(a.runs, vfs, clean),
+        "strata import (windowsfilter)": bench.median_of(a.runs, imp, clean),
+        "tar -x; sync": bench.median_of(a.runs, tarx, clean),
+        "strata import (vfs, reference)": bench.median_of(a.runs, vfs, clean),
     }
 
     # The export must be the imported bytes before it is worth timing.
@@ -169,7 +155,7 @@ def main():
     for argv in warm.values():
         bench.timed(argv)
     for k, v in warm.items():
-        rows[k] = median_of(a.runs, v)
+        rows[k] = bench.median_of(a.runs, v)
     clean()
 
     print(f"{'tool':<32} {'median s':>9} {'min s':>7} {'max s':>7}")

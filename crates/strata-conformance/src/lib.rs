@@ -13,6 +13,7 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 pub mod cases;
+pub mod images;
 pub mod manifest;
 pub mod oracle;
 pub mod tarbuild;

@@ -111,6 +111,12 @@ impl TarBuilder {
         self
     }
 
+    /// Applies `f` only when `cond` holds, so that variants of one image
+    /// stay one chain of entries.
+    pub fn when(self, cond: bool, f: impl FnOnce(Self) -> Self) -> Self {
+        if cond { f(self) } else { self }
+    }
+
     /// The tar bytes.
     pub fn build(self) -> Vec<u8> {
         let mut w = TarWriter::new(Vec::new());

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{Value, json};
 use strata_conformance::cases::tar_entries;
+use strata_conformance::images;
 use strata_conformance::manifest::{ManifestOptions, manifest};
 use strata_conformance::tarbuild::{EPOCH, TarBuilder};
 use strata_plugin::Config;
@@ -38,7 +39,6 @@ use strata_tar::{EntryKind, Header, Timestamp};
 const DOCKERD: &str = "/usr/sbin/dockerd";
 /// Debian's 20.10 client; /usr/local/bin/docker may be a newer one.
 const DOCKER: &str = "/usr/bin/docker";
-const BUSYBOX: &str = "/bin/busybox";
 const TAG: &str = "strata-e2e/image:latest";
 const COMMITTED: &str = "strata-e2e/committed:latest";
 
@@ -54,7 +54,7 @@ fn prerequisites(case: &str) -> bool {
     for tool in [
         DOCKERD,
         DOCKER,
-        BUSYBOX,
+        images::BUSYBOX,
         "/usr/bin/containerd",
         "/usr/sbin/runc",
     ] {
@@ -344,20 +344,8 @@ struct Image {
 }
 
 fn layers() -> Vec<Vec<u8>> {
-    let busybox = std::fs::read(BUSYBOX).unwrap();
-    let mut l1 = TarBuilder::new()
-        .dir("bin", 0o755)
-        .file("bin/busybox", 0o755, &busybox);
-    for applet in [
-        "sh", "cat", "ls", "rm", "mkdir", "echo", "sleep", "touch", "true",
-    ] {
-        l1 = l1.symlink(&format!("bin/{applet}"), "busybox");
-    }
-    let l1 = l1
-        .dir("etc", 0o755)
-        .file("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n")
-        .file("etc/group", 0o644, b"root:x:0:\n")
-        .dir("tmp", 0o1777)
+    let l1 = images::busybox_layer()
+        .expect("/bin/busybox is busybox-static")
         .dir("usr", 0o755)
         .dir("usr/bin", 0o755)
         .file("usr/bin/ping", 0o4755, b"\x7fELF ping")
@@ -423,62 +411,10 @@ fn hardlink_like_target(path: &str, target: &str, mode: u32) -> Header {
 
 fn build_image() -> Image {
     let layers = layers();
-    let hexes: Vec<String> = layers
-        .iter()
-        .map(|l| sha256(l).trim_start_matches("sha256:").to_string())
-        .collect();
-    let diff_ids: Vec<String> = hexes.iter().map(|h| format!("sha256:{h}")).collect();
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    };
-    let created = "2023-11-14T22:13:20Z";
-    let config = json!({
-        "architecture": arch,
-        "os": "linux",
-        "created": created,
-        "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin:/usr/bin"]},
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        "history": [
-            {"created": created, "created_by": "busybox and base files"},
-            {"created": created, "created_by": "whiteouts, opaque dir, hard links"},
-            {"created": created, "created_by": "dir to file, symlink, fifo"},
-        ],
-    });
-    let config = serde_json::to_vec(&config).unwrap();
-    let config_name = format!("{}.json", sha256(&config).trim_start_matches("sha256:"));
-    let manifest = json!([{
-        "Config": config_name,
-        "RepoTags": [TAG],
-        "Layers": hexes.iter().map(|h| format!("{h}/layer.tar")).collect::<Vec<_>>(),
-    }]);
-    let mut b = TarBuilder::new();
-    for (h, l) in hexes.iter().zip(&layers) {
-        b = b.dir(h, 0o755).file(&format!("{h}/layer.tar"), 0o644, l);
+    Image {
+        archive: images::docker_archive(TAG, &layers, &["/bin/sh"]),
+        diff_ids: images::diff_ids(&layers),
     }
-    let archive = b
-        .file(&config_name, 0o644, &config)
-        .file(
-            "manifest.json",
-            0o644,
-            &serde_json::to_vec(&manifest).unwrap(),
-        )
-        .build();
-    Image { archive, diff_ids }
-}
-
-/// The chain ids of `diff_ids` (how dockerd names layers in its layerdb).
-fn chain_ids(diff_ids: &[String]) -> Vec<String> {
-    let mut chain: Vec<String> = Vec::new();
-    for d in diff_ids {
-        let next = match chain.last() {
-            None => d.clone(),
-            Some(p) => sha256(format!("{p} {d}").as_bytes()),
-        };
-        chain.push(next);
-    }
-    chain
 }
 
 /// The driver's id (dockerd's cache-id) of the layer `chain_id`.
@@ -676,7 +612,7 @@ fn reference(image: &Image) -> &'static Observed {
             .tempdir_in("/var/tmp")
             .unwrap();
         let d = Dockerd::start(tmp.path(), "overlay2");
-        let top = chain_ids(&image.diff_ids).pop().unwrap();
+        let top = images::chain_ids(&image.diff_ids).pop().unwrap();
         let observed = exercise(&d, image, &|d| {
             // overlay2 keeps each layer's diff/ and, for layers with
             // parents, a `lower` file of short links: mount them the way
@@ -753,7 +689,7 @@ fn docker_on_strata(driver: &str) {
         "{info}"
     );
 
-    let top = chain_ids(&image.diff_ids).pop().unwrap();
+    let top = images::chain_ids(&image.diff_ids).pop().unwrap();
     let observed = exercise(&d, &image, &|d| {
         let id = cache_id(d, &name, &top);
         let dir = ok(&socket, "GraphDriver.Get", json!({ "ID": id }))["Dir"]

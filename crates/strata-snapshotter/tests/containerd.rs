@@ -14,9 +14,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Server, run};
-use sha2::{Digest, Sha256};
 use strata_conformance::manifest::{ManifestOptions, manifest};
 use strata_conformance::tarbuild::TarBuilder;
+use strata_conformance::{images, oracle};
 
 /// Where containerd's shims and runc keep state, whatever the config says.
 const RUN_DIR: &str = "/run/containerd";
@@ -204,87 +204,13 @@ impl Drop for Containerd {
     }
 }
 
-fn sha256_hex(b: &[u8]) -> String {
-    hex::encode(Sha256::digest(b))
-}
-
-/// Chain ids of `layers` (containerd's snapshot names), base first.
-fn chain_ids(layers: &[Vec<u8>]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for l in layers {
-        let diff = format!("sha256:{}", sha256_hex(l));
-        let id = match out.last() {
-            None => diff,
-            Some(prev) => format!("sha256:{}", sha256_hex(format!("{prev} {diff}").as_bytes())),
-        };
-        out.push(id);
-    }
-    out
-}
-
-/// A docker-archive (`docker save` format) of one image named `tag`.
-fn docker_archive(tag: &str, layers: &[Vec<u8>], cmd: &[&str]) -> Vec<u8> {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        a => a,
-    };
-    let diff_ids: Vec<String> = layers
-        .iter()
-        .map(|l| format!("sha256:{}", sha256_hex(l)))
-        .collect();
-    let config = serde_json::json!({
-        "architecture": arch,
-        "os": "linux",
-        "created": "2023-11-14T22:13:20Z",
-        "config": { "Cmd": cmd, "Env": ["PATH=/bin:/usr/bin"] },
-        "rootfs": { "type": "layers", "diff_ids": diff_ids },
-        "history": layers.iter().map(|_| serde_json::json!({"created_by": "strata test"})).collect::<Vec<_>>(),
-    });
-    let config = serde_json::to_vec(&config).unwrap();
-    let config_name = format!("{}.json", sha256_hex(&config));
-    let names: Vec<String> = layers
-        .iter()
-        .map(|l| format!("{}/layer.tar", sha256_hex(l)))
-        .collect();
-    let manifest = serde_json::to_vec(&serde_json::json!([{
-        "Config": config_name, "RepoTags": [tag], "Layers": names,
-    }]))
-    .unwrap();
-    let mut b = TarBuilder::new();
-    for (l, n) in layers.iter().zip(&names) {
-        b = b
-            .dir(n.trim_end_matches("/layer.tar"), 0o755)
-            .file(n, 0o644, l);
-    }
-    b.file(&config_name, 0o644, &config)
-        .file("manifest.json", 0o644, &manifest)
-        .build()
-}
-
-/// A runnable busybox image: static busybox from the host as /bin/sh and
-/// friends, then a layer that adds, deletes and replaces.
+/// A runnable busybox image: the shared busybox base, then a layer that
+/// adds, deletes and replaces.
 fn busybox_layers() -> Option<Vec<Vec<u8>>> {
-    let bin = std::fs::read("/bin/busybox").ok()?;
-    if !static_elf(&bin) {
-        return None; // busybox, not busybox-static: needs a libc
-    }
-    let mut l1 = TarBuilder::new()
-        .dir("bin", 0o755)
-        .file("bin/busybox", 0o755, &bin);
-    for app in [
-        "sh", "cat", "echo", "ls", "dd", "true", "mkdir", "rm", "stat",
-    ] {
-        l1 = l1.symlink(&format!("bin/{app}"), "busybox");
-    }
-    let l1 = l1
+    let l1 = images::busybox_layer()?
         .dir("dev", 0o755)
         .dir("proc", 0o555)
         .dir("sys", 0o555)
-        .dir("tmp", 0o1777)
-        .dir("etc", 0o755)
-        .file("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n")
-        .file("etc/group", 0o644, b"root:x:0:\n")
         .file("etc/old", 0o644, b"to be deleted\n")
         .dir("opt", 0o755)
         .dir("opt/old", 0o755)
@@ -302,109 +228,9 @@ fn busybox_layers() -> Option<Vec<Vec<u8>>> {
     Some(vec![l1, l2])
 }
 
-/// True for a 64-bit ELF executable without an interpreter (`PT_INTERP`).
-fn static_elf(b: &[u8]) -> bool {
-    let u16_at = |o: usize| {
-        b.get(o..o + 2)
-            .map(|s| u16::from_le_bytes([s[0], s[1]]) as usize)
-    };
-    let u64_at = |o: usize| {
-        b.get(o..o + 8)
-            .map(|s| u64::from_le_bytes(s.try_into().unwrap()) as usize)
-    };
-    if b.get(..5) != Some(b"\x7fELF\x02") {
-        return false;
-    }
-    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
-    else {
-        return false;
-    };
-    (0..phnum).all(|i| {
-        let o = phoff + i * phentsize;
-        b.get(o..o + 4).is_some_and(|t| t != 3u32.to_le_bytes())
-    })
-}
-
-/// A four-layer image with what layer application gets wrong most often:
-/// whiteouts, opaque dirs, dir/file swaps, devices, a fifo, xattrs,
-/// set-id bits, owners, symlinks and hard links (within a layer: a link
-/// to a lower layer's file cannot be written into an upper dir, and
-/// containerd fails such a layer with its own overlayfs snapshotter too).
-fn multi_layers() -> Vec<Vec<u8>> {
-    use strata_tar::EntryKind;
-    let l1 = TarBuilder::new()
-        .dir("etc", 0o755)
-        .file("etc/passwd", 0o644, b"root:x:0:0::/root:/bin/sh\n")
-        .file("etc/shadow", 0o640, b"root:*:19000::::::\n")
-        .owned(0, 42)
-        .dir("usr", 0o755)
-        .dir("usr/bin", 0o755)
-        .file("usr/bin/su", 0o4755, b"\x7fELF su")
-        .file("usr/bin/wall", 0o2755, b"\x7fELF wall")
-        .owned(0, 5)
-        .file("usr/bin/ping", 0o755, b"\x7fELF ping")
-        .hardlink("usr/bin/ping6", "usr/bin/ping")
-        .dir("tmp", 0o1777)
-        .dir("var", 0o755)
-        .dir("var/lib", 0o755)
-        .dir("var/lib/old", 0o700)
-        .file("var/lib/old/state", 0o600, b"old state")
-        .dir("dev", 0o755)
-        .node("dev/null", EntryKind::CharDevice, 0o666, 1, 3)
-        .node("dev/sda", EntryKind::BlockDevice, 0o660, 8, 0)
-        .node("dev/initctl", EntryKind::Fifo, 0o600, 0, 0)
-        .file("swap-to-dir", 0o644, b"i was a file")
-        .dir("swap-to-file", 0o755)
-        .file("swap-to-file/child", 0o644, b"child")
-        .symlink("bin", "usr/bin")
-        .symlink("abs-link", "/etc/passwd")
-        .file("home-file", 0o600, b"user data")
-        .owned(1000, 1000)
-        .xattr("user.comment", b"first")
-        .build();
-    let l2 = TarBuilder::new()
-        .dir("etc", 0o755)
-        .file(
-            "etc/passwd",
-            0o644,
-            b"root:x:0:0::/root:/bin/sh\nuser:x:1000:1000::/home:/bin/sh\n",
-        )
-        .whiteout("etc/shadow")
-        .dir("var", 0o755)
-        .dir("var/lib", 0o751)
-        .opaque("var/lib")
-        .file("var/lib/new", 0o644, b"fresh")
-        .dir("swap-to-dir", 0o750)
-        .file("swap-to-dir/inside", 0o644, b"now a dir")
-        .whiteout("swap-to-file")
-        .file("swap-to-file", 0o600, b"now a file")
-        .build();
-    let l3 = TarBuilder::new()
-        .file("home-file", 0o640, b"user data")
-        .owned(1001, 100)
-        .xattr("user.comment", b"second")
-        .dir("usr", 0o755)
-        .dir("usr/bin", 0o755)
-        .whiteout("usr/bin/wall")
-        .file("usr/bin/newtool", 0o755, b"\x7fELF new")
-        .hardlink("usr/bin/newtool-link", "usr/bin/newtool")
-        .node("dev-on-file", EntryKind::CharDevice, 0o600, 10, 200)
-        .whiteout("abs-link")
-        .dir("abs-link", 0o700)
-        .file("abs-link/f", 0o644, b"dir replaced a symlink")
-        .build();
-    let l4 = TarBuilder::new()
-        .dir("etc", 0o755)
-        .file("etc/shadow", 0o600, b"root:!:19500::::::\n")
-        .dir("var", 0o755)
-        .dir("var/lib", 0o751)
-        .whiteout("var/lib/new")
-        .dir("var/lib/new", 0o3777)
-        .file("var/lib/new/deep", 0o644, b"deep")
-        .whiteout("dev-on-file")
-        .file("dev-on-file", 0o644, b"a file again")
-        .build();
-    vec![l1, l2, l3, l4]
+/// Chain ids of `layers` (containerd's snapshot names), base first.
+fn chain_ids(layers: &[Vec<u8>]) -> Vec<String> {
+    images::chain_ids(&images::diff_ids(layers))
 }
 
 struct Env {
@@ -529,15 +355,15 @@ fn import_run_inspect_and_collect() {
     let Some((e, busybox)) = Env::new("import_run_inspect_and_collect") else {
         return;
     };
-    let multi = multi_layers();
+    let multi = oracle::containerd_layers();
     e.import(
         "multi",
-        &docker_archive("strata-multi:latest", &multi, &["/bin/sh"]),
+        &images::docker_archive("strata-multi:latest", &multi, &["/bin/sh"]),
         "strata",
     );
     e.import(
         "busybox",
-        &docker_archive("strata-busybox:latest", &busybox, &["/bin/sh"]),
+        &images::docker_archive("strata-busybox:latest", &busybox, &["/bin/sh"]),
         "strata",
     );
     let chains = chain_ids(&multi);
@@ -574,7 +400,7 @@ fn import_run_inspect_and_collect() {
     // gives for the same image.
     e.import(
         "multi",
-        &docker_archive("strata-multi:latest", &multi, &["/bin/sh"]),
+        &images::docker_archive("strata-multi:latest", &multi, &["/bin/sh"]),
         "overlayfs",
     );
     let opts = ManifestOptions::default();
@@ -673,7 +499,7 @@ fn restarts_keep_images() {
     };
     e.import(
         "busybox",
-        &docker_archive("strata-busybox:latest", &busybox, &["/bin/sh"]),
+        &images::docker_archive("strata-busybox:latest", &busybox, &["/bin/sh"]),
         "strata",
     );
     let before = strata_snapshotter::names(&e.home()).unwrap();

@@ -269,11 +269,7 @@ pub fn read_reply(r: &mut impl BufRead) -> Reply {
     }
 }
 
-/// The sha256 of `bytes`, as `sha256:<hex>`.
-pub fn sha256(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
-}
+pub use strata_conformance::images::sha256;
 
 /// True when running as root; prints a loud SKIP otherwise (and fails
 /// under CI=true).
