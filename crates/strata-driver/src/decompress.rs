@@ -58,6 +58,19 @@ impl Compression {
     }
 }
 
+/// `src` as a plain tar stream: decompressed when its first bytes say gzip
+/// or zstd, as it is otherwise. For readers of layer tars outside an import
+/// (e.g. a build from a layer a user hands over in either form).
+pub fn plain_tar<'a, R: Read + Send + 'a>(mut src: R) -> io::Result<Box<dyn Read + Send + 'a>> {
+    let head = peek(&mut src)?;
+    let compression = Compression::detect(&head);
+    let whole = io::Cursor::new(head).chain(src);
+    match compression {
+        Some(c) => c.decoder(whole),
+        None => Ok(Box::new(whole)),
+    }
+}
+
 /// Reads up to [`MAGIC_LEN`] bytes from `src` (fewer only at its end), so
 /// the caller can detect the compression and then chain them back in front
 /// of the rest.

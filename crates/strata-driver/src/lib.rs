@@ -37,6 +37,7 @@ pub mod windowsfilter;
 
 use std::path::Path;
 
+pub use decompress::plain_tar;
 pub use driver::{
     ApplyResult, Capabilities, Change, ChangeKind, Driver, FileGetter, ImportOptions, check_digest,
 };

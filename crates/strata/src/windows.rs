@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -41,8 +41,8 @@ pub enum WindowsCmd {
     /// List a Windows layer tar's entries (or an imported layer's, by id)
     /// with their Windows metadata.
     Inspect {
-        /// A Windows layer tar, or the id of a layer of the windowsfilter
-        /// driver's home.
+        /// A Windows layer tar (plain, gzip or zstd), or the id of a layer
+        /// of the windowsfilter driver's home.
         target: String,
     },
 }
@@ -50,7 +50,7 @@ pub enum WindowsCmd {
 /// Options of `windows-layer build`.
 #[derive(Args, Debug)]
 pub struct BuildArgs {
-    /// Source: a directory, or a (plain) Linux layer tar.
+    /// Source: a directory, or a Linux layer tar (plain, gzip or zstd).
     src: PathBuf,
     /// Output tar.
     #[arg(short = 'o', long)]
@@ -330,14 +330,10 @@ impl<W: Write> Visitor for Walker<'_, W> {
 /// deletions and opaque directories survive as the source's own).
 fn extract(tar: &Path, dir: &Path) -> Result<()> {
     let f = File::open(tar).with_context(|| format!("open {}", tar.display()))?;
-    let mut head = [0u8; 4];
-    let n = (&f).read(&mut head)?;
-    if n >= 2 && (head[..2] == [0x1f, 0x8b] || head[..4] == [0x28, 0xb5, 0x2f, 0xfd]) {
-        bail!("{}: compressed; give the plain tar", tar.display());
-    }
-    let f = File::open(tar)?;
     let root = Root::open(dir)?;
-    let mut reader = TarReader::new(io::BufReader::new(f));
+    let plain = strata_driver::plain_tar(io::BufReader::new(f))
+        .with_context(|| format!("read {}", tar.display()))?;
+    let mut reader = TarReader::new(plain);
     let opts = strata_layer::ApplyOptions {
         whiteouts: strata_layer::WhiteoutMode::Overlay {
             xattr_prefix: "trusted.overlay.",
@@ -450,7 +446,9 @@ fn inspect(
 /// driver keeps), classifying each name.
 fn read_tar_entries(p: &Path) -> Result<Vec<IndexEntry>> {
     let f = File::open(p).with_context(|| format!("open {}", p.display()))?;
-    let mut r = TarReader::new(io::BufReader::new(f));
+    let plain = strata_driver::plain_tar(io::BufReader::new(f))
+        .with_context(|| format!("read {}", p.display()))?;
+    let mut r = TarReader::new(plain);
     let mut out = Vec::new();
     while let Some(h) = r.next_entry()? {
         let kind = Kind::of(h.kind).unwrap_or(Kind::File);

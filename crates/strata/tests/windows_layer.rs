@@ -199,6 +199,28 @@ with tarfile.open(sys.argv[1], "w", format=tarfile.PAX_FORMAT) as tf:
             lower.to_str().unwrap(),
         ],
     ));
+    // The same layer gzip'd builds the same Windows layer.
+    let gz = tmp.path().join("linux.tar.gz");
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!("gzip -c {t} > {}", gz.display()))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out_gz = tmp.path().join("win-from-gz.tar");
+    ok(&strata(
+        &home,
+        &[
+            "windows-layer",
+            "build",
+            gz.to_str().unwrap(),
+            "-o",
+            out_gz.to_str().unwrap(),
+            "--lower",
+            lower.to_str().unwrap(),
+        ],
+    ));
+    assert!(fs::read(&out_gz).unwrap() == fs::read(&out).unwrap());
     let check = py_check(&out, tmp.path());
     let names: Vec<String> = serde_json::from_value(check["names"].clone()).unwrap();
     for n in [
