@@ -12,9 +12,9 @@ mod windows_support;
 use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::FileTypeExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use strata_driver::{ChangeKind, CreateOpts, Driver, LayerId};
+use strata_driver::{Change, ChangeKind, CreateOpts, Driver, LayerId};
 use strata_windows::{INDEX_FILE, LayerIndex, Role};
 use windows_support::*;
 
@@ -43,6 +43,69 @@ fn import(d: &dyn Driver, l: &str, parent: Option<&str>, tar: &Path) -> strata_d
         &mut fs::File::open(tar).unwrap(),
     )
     .unwrap()
+}
+
+/// The first of the writers present, for cases one writer covers.
+fn first_writer(case: &str) -> Option<Writer> {
+    writers(case).into_iter().next()
+}
+
+/// A windowsfilter store in a private temp dir, with its tars beside it.
+struct Store {
+    tmp: tempfile::TempDir,
+    home: PathBuf,
+    d: Box<dyn Driver>,
+}
+
+impl Store {
+    fn new() -> Store {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path().join("home");
+        let d = open(&home);
+        Store { tmp, home, d }
+    }
+
+    /// `layer` written by `w` as `<name>.tar` beside the home.
+    fn tar(&self, name: &str, layer: &Layer, w: Writer) -> PathBuf {
+        let t = self.tmp.path().join(format!("{name}.tar"));
+        write(layer, w, self.tmp.path(), &t);
+        t
+    }
+
+    /// A store holding `base` and `delta` on it, both written by `w`.
+    fn with_chain(w: Writer) -> Store {
+        let s = Store::new();
+        let (bt, dt) = (s.tar("base", &base(), w), s.tar("delta", &delta(), w));
+        import(s.d.as_ref(), "base", None, &bt);
+        import(s.d.as_ref(), "delta", Some("base"), &dt);
+        s
+    }
+}
+
+/// The kind of the change to `path`, if there is one.
+fn kind_of(changes: &[Change], path: &str) -> Option<ChangeKind> {
+    changes
+        .iter()
+        .find(|c| c.path == path.as_bytes())
+        .map(|c| c.kind)
+}
+
+/// The layer in `dir` chains to the base layer of `home` alone.
+fn assert_chain_is_base(dir: &Path, home: &Path) {
+    let chain: Vec<String> =
+        serde_json::from_slice(&fs::read(dir.join("layerchain.json")).unwrap()).unwrap();
+    let base = home.join("base").canonicalize().unwrap();
+    assert_eq!(chain, [base.display().to_string()]);
+}
+
+/// `tar` written to `<name>.tar` in `dir` and read by the independent
+/// reader: its report and the entry names in it.
+fn check_tar(tar: &[u8], name: &str, dir: &Path) -> (PathBuf, serde_json::Value, Vec<String>) {
+    let path = dir.join(format!("{name}.tar"));
+    fs::write(&path, tar).unwrap();
+    let check = py_check(&path, dir);
+    let names = serde_json::from_value(check["names"].clone()).unwrap();
+    (path, check, names)
 }
 
 /// Every record of the fixture's entries is in the index, verbatim.
@@ -74,14 +137,11 @@ fn assert_index_keeps(layer: &Layer, idx: &LayerIndex, writer: Writer) {
 fn exact_round_trip_from_both_writers() {
     for w in writers("exact_round_trip_from_both_writers") {
         for trailer in [true, false] {
-            let tmp = tempfile::tempdir().unwrap();
-            let home = tmp.path().join("home");
-            let d = open(&home);
+            let store = Store::new();
+            let (home, d) = (&store.home, &store.d);
             let mut b = base();
             b.trailer = trailer;
-            let (bt, dt) = (tmp.path().join("base.tar"), tmp.path().join("delta.tar"));
-            write(&b, w, tmp.path(), &bt);
-            write(&delta(), w, tmp.path(), &dt);
+            let (bt, dt) = (store.tar("base", &b, w), store.tar("delta", &delta(), w));
             let rb = import(d.as_ref(), "base", None, &bt);
             let rd = import(d.as_ref(), "delta", Some("base"), &dt);
             assert!(rb.export_fallback.is_none() && rd.export_fallback.is_none());
@@ -97,8 +157,8 @@ fn exact_round_trip_from_both_writers() {
             );
 
             // The index keeps every record of every entry.
-            assert_index_keeps(&b, &index(&home, "base"), w);
-            let di = index(&home, "delta");
+            assert_index_keeps(&b, &index(home, "base"), w);
+            let di = index(home, "delta");
             assert_index_keeps(&delta(), &di, w);
             let roles: Vec<Role> = di.entries.iter().map(|e| e.role).collect();
             assert_eq!(roles.iter().filter(|r| **r == Role::Stream).count(), 2);
@@ -149,17 +209,7 @@ fn exact_round_trip_from_both_writers() {
                 fs::read(home.join("base/bcd.log2.bak")).unwrap().len(),
                 1026
             );
-            let chain: Vec<String> =
-                serde_json::from_slice(&fs::read(dd.join("layerchain.json")).unwrap()).unwrap();
-            assert_eq!(
-                chain,
-                [home
-                    .join("base")
-                    .canonicalize()
-                    .unwrap()
-                    .display()
-                    .to_string()]
-            );
+            assert_chain_is_base(&dd, home);
 
             // Size: the regular files, streams and links not counted.
             let want: u64 = delta()
@@ -176,17 +226,12 @@ fn exact_round_trip_from_both_writers() {
 
 #[test]
 fn bcd_changes_never_change_the_export() {
-    let Some(w) = writers("bcd_changes_never_change_the_export")
-        .into_iter()
-        .next()
-    else {
+    let Some(w) = first_writer("bcd_changes_never_change_the_export") else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let home = tmp.path().join("home");
-    let d = open(&home);
-    let bt = tmp.path().join("base.tar");
-    write(&base(), w, tmp.path(), &bt);
+    let store = Store::new();
+    let (home, d) = (&store.home, &store.d);
+    let bt = store.tar("base", &base(), w);
     import(d.as_ref(), "base", None, &bt);
     let original = fs::read(home.join("base").join(BCD)).unwrap();
     // What a Windows host's import does to the boot files.
@@ -223,17 +268,11 @@ fn view_changes_and_sizes() {
     if !root("view_changes_and_sizes") {
         return;
     }
-    let Some(w) = writers("view_changes_and_sizes").into_iter().next() else {
+    let Some(w) = first_writer("view_changes_and_sizes") else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let home = tmp.path().join("home");
-    let d = open(&home);
-    let (bt, dt) = (tmp.path().join("base.tar"), tmp.path().join("delta.tar"));
-    write(&base(), w, tmp.path(), &bt);
-    write(&delta(), w, tmp.path(), &dt);
-    import(d.as_ref(), "base", None, &bt);
-    import(d.as_ref(), "delta", Some("base"), &dt);
+    let store = Store::with_chain(w);
+    let d = &store.d;
 
     let v = d.get(&id("delta"), "").unwrap();
     assert!(!v.join("ToDelete.txt").exists(), "the tombstone applies");
@@ -269,12 +308,7 @@ fn view_changes_and_sizes() {
     d.put(&id("base")).unwrap();
 
     let changes = d.changes(&id("delta"), Some(&id("base"))).unwrap();
-    let kind = |p: &str| {
-        changes
-            .iter()
-            .find(|c| c.path == p.as_bytes())
-            .map(|c| c.kind)
-    };
+    let kind = |p: &str| kind_of(&changes, p);
     assert_eq!(kind("/Files/ToDelete.txt"), Some(ChangeKind::Delete));
     assert_eq!(kind("/Files/dir/a.txt"), Some(ChangeKind::Add));
     assert_eq!(kind("/Files"), Some(ChangeKind::Modify));
@@ -303,20 +337,10 @@ fn build_from_view_keeps_every_record() {
         return;
     }
     for w in writers("build_from_view_keeps_every_record") {
-        let tmp = tempfile::tempdir().unwrap();
-        let home = tmp.path().join("home");
-        let d = open(&home);
-        let (bt, dt) = (tmp.path().join("base.tar"), tmp.path().join("delta.tar"));
-        write(&base(), w, tmp.path(), &bt);
-        write(&delta(), w, tmp.path(), &dt);
-        import(d.as_ref(), "base", None, &bt);
-        import(d.as_ref(), "delta", Some("base"), &dt);
+        let Store { tmp, home, d } = Store::with_chain(w);
         // The whole view of the delta, generated, as a new base layer.
         let whole = export(d.as_ref(), "delta", None);
-        let wt = tmp.path().join("whole.tar");
-        fs::write(&wt, &whole).unwrap();
-        let check = py_check(&wt, tmp.path());
-        let names: Vec<String> = serde_json::from_value(check["names"].clone()).unwrap();
+        let (wt, _, names) = check_tar(&whole, "whole", tmp.path());
         assert!(
             names.contains(&"Files/dir/a.txt:Zone.Identifier".to_string()),
             "{names:?}"
@@ -391,21 +415,11 @@ fn sandbox_diff_is_a_windows_layer() {
     if !root("sandbox_diff_is_a_windows_layer") {
         return;
     }
-    let Some(w) = writers("sandbox_diff_is_a_windows_layer")
-        .into_iter()
-        .next()
-    else {
+    let Some(w) = first_writer("sandbox_diff_is_a_windows_layer") else {
         return;
     };
     for size in [None, Some("64m")] {
-        let tmp = tempfile::tempdir().unwrap();
-        let home = tmp.path().join("home");
-        let d = open(&home);
-        let (bt, dt) = (tmp.path().join("base.tar"), tmp.path().join("delta.tar"));
-        write(&base(), w, tmp.path(), &bt);
-        write(&delta(), w, tmp.path(), &dt);
-        import(d.as_ref(), "base", None, &bt);
-        import(d.as_ref(), "delta", Some("base"), &dt);
+        let Store { tmp, home, d } = Store::with_chain(w);
         let mut opts = CreateOpts::default();
         if let Some(s) = size {
             opts.storage_opt.insert("size".into(), s.into());
@@ -427,20 +441,12 @@ fn sandbox_diff_is_a_windows_layer() {
             let _ = fs::remove_file(v.join("too-big"));
         }
         let changes = d.changes(&id("rw"), Some(&id("delta"))).unwrap();
-        let kind = |p: &str| {
-            changes
-                .iter()
-                .find(|c| c.path == p.as_bytes())
-                .map(|c| c.kind)
-        };
+        let kind = |p: &str| kind_of(&changes, p);
         assert_eq!(kind("/Files/app/new.exe"), Some(ChangeKind::Add));
         assert_eq!(kind("/Files/dir/a.txt"), Some(ChangeKind::Modify));
         assert_eq!(kind("/Files/License.txt"), Some(ChangeKind::Delete));
         let tar = export(d.as_ref(), "rw", Some("delta"));
-        let tp = tmp.path().join("rw.tar");
-        fs::write(&tp, &tar).unwrap();
-        let check = py_check(&tp, tmp.path());
-        let names: Vec<String> = serde_json::from_value(check["names"].clone()).unwrap();
+        let (tp, check, names) = check_tar(&tar, "rw", tmp.path());
         for n in [
             "Files/app/new.exe",
             "Files/dir/a.txt",
@@ -472,34 +478,21 @@ fn sandbox_diff_is_a_windows_layer() {
 
 #[test]
 fn empty_init_parent_left_out_of_the_chain() {
-    let Some(w) = writers("empty_init_parent_left_out_of_the_chain")
-        .into_iter()
-        .next()
-    else {
+    let Some(w) = first_writer("empty_init_parent_left_out_of_the_chain") else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let home = tmp.path().join("home");
-    let d = open(&home);
-    let (bt, dt) = (tmp.path().join("base.tar"), tmp.path().join("delta.tar"));
-    write(&base(), w, tmp.path(), &bt);
-    write(&delta(), w, tmp.path(), &dt);
+    let store = Store::new();
+    let (home, d) = (&store.home, &store.d);
+    let (bt, dt) = (
+        store.tar("base", &base(), w),
+        store.tar("delta", &delta(), w),
+    );
     import(d.as_ref(), "base", None, &bt);
     d.create(&id("base-init"), Some(&id("base")), &CreateOpts::default())
         .unwrap();
     assert!(!home.join("base-init/Files").exists());
     import(d.as_ref(), "child", Some("base-init"), &dt);
-    let chain: Vec<String> =
-        serde_json::from_slice(&fs::read(home.join("child/layerchain.json")).unwrap()).unwrap();
-    assert_eq!(
-        chain,
-        [home
-            .join("base")
-            .canonicalize()
-            .unwrap()
-            .display()
-            .to_string()]
-    );
+    assert_chain_is_base(&home.join("child"), home);
     // The cross-layer links found the base through the empty layer.
     assert_eq!(
         fs::read(home.join("child/Files/lic2")).unwrap(),
@@ -508,8 +501,7 @@ fn empty_init_parent_left_out_of_the_chain() {
     // A tombstone in a base layer is refused.
     let mut bad = base();
     bad.entries.push(whiteout("Files/.wh.x"));
-    let t = tmp.path().join("bad.tar");
-    write(&bad, w, tmp.path(), &t);
+    let t = store.tar("bad", &bad, w);
     let e = d
         .import(&id("bad"), None, &mut fs::File::open(&t).unwrap())
         .unwrap_err()
@@ -540,80 +532,43 @@ fn hostile_windows_tars_are_refused() {
         return;
     }
     let dir = |n: &str| dir(n, Vec::new());
+    let plain = |n: &str, data: &[u8]| file(n, data, Vec::new());
+    // Most cases are one bad entry after a good `Files` directory.
+    let in_files = |rest: Vec<Ent>| [dir("Files")].into_iter().chain(rest).collect::<Vec<_>>();
+    let with_record =
+        |k: &str, v: &str| in_files(vec![file("Files/x", b"x", vec![(k.into(), v.into())])]);
+    // A case whose one bad entry is a file, named in the error.
+    let one_file =
+        |case: &'static str, path: &'static str| (case, in_files(vec![plain(path, b"x")]), path);
+    // A case whose one bad entry is the hard link `Files/pw` to `target`.
+    let link_out = |case: &'static str, target: &'static str| {
+        let pw = link("1", "Files/pw", target, Vec::new());
+        (case, in_files(vec![pw]), "Files/pw")
+    };
     let cases: Vec<(&str, Vec<Ent>, &str)> = vec![
-        (
-            "escape",
-            vec![dir("Files"), file("Files/../../escaped", b"x", Vec::new())],
-            "Files/../../escaped",
-        ),
-        (
-            "escape-into-hives",
-            vec![dir("Files"), file("Files/../Hives/x", b"x", Vec::new())],
-            "Files/../Hives/x",
-        ),
-        (
-            "link-out",
-            vec![
-                dir("Files"),
-                link("1", "Files/pw", "../../../etc/passwd", Vec::new()),
-            ],
-            "Files/pw",
-        ),
-        (
-            "link-climb",
-            vec![
-                dir("Files"),
-                link("1", "Files/pw", "Files/../../outside", Vec::new()),
-            ],
-            "Files/pw",
-        ),
-        (
-            "link-missing",
-            vec![
-                dir("Files"),
-                link("1", "Files/pw", "Files/nothing", Vec::new()),
-            ],
-            "Files/pw",
-        ),
+        one_file("escape", "Files/../../escaped"),
+        one_file("escape-into-hives", "Files/../Hives/x"),
+        link_out("link-out", "../../../etc/passwd"),
+        link_out("link-climb", "Files/../../outside"),
+        link_out("link-missing", "Files/nothing"),
         (
             "stream-on-dir",
-            vec![
-                dir("Files"),
-                dir("Files/d"),
-                file("Files/d:evil", b"x", Vec::new()),
-            ],
+            in_files(vec![dir("Files/d"), plain("Files/d:evil", b"x")]),
             "Files/d:evil",
         ),
         (
             "stream-orphan",
-            vec![
-                dir("Files"),
-                file("Files/a", b"a", Vec::new()),
+            in_files(vec![
+                plain("Files/a", b"a"),
                 dir("Files/b"),
-                file("Files/a:s", b"s", Vec::new()),
-            ],
+                plain("Files/a:s", b"s"),
+            ]),
             "Files/a:s",
         ),
-        (
-            "unknown-top",
-            vec![dir("Files"), file("Other/x", b"x", Vec::new())],
-            "Other/x",
-        ),
-        (
-            "absolute",
-            vec![dir("Files"), file("/Files/x", b"x", Vec::new())],
-            "/Files/x",
-        ),
-        (
-            "reserved",
-            vec![dir("Files"), file("Files/CON", b"x", Vec::new())],
-            "Files/CON",
-        ),
-        (
-            "forbidden-char",
-            vec![dir("Files"), file("Files/a?b", b"x", Vec::new())],
-            "Files/a?b",
-        ),
+        one_file("unknown-top", "Other/x"),
+        one_file("absolute", "/Files/x"),
+        one_file("reserved", "Files/CON"),
+        one_file("forbidden-char", "Files/a?b"),
         (
             "utilityvm-other",
             vec![dir("UtilityVM"), dir("UtilityVM/Other")],
@@ -621,35 +576,16 @@ fn hostile_windows_tars_are_refused() {
         ),
         (
             "through-symlink",
-            vec![
-                dir("Files"),
+            in_files(vec![
                 link("2", "Files/l", "C:\\", Vec::new()),
-                file("Files/l/layer.json", b"{}", Vec::new()),
-            ],
+                plain("Files/l/layer.json", b"{}"),
+            ]),
             "Files/l/layer.json",
         ),
-        (
-            "bad-sd",
-            vec![
-                dir("Files"),
-                file(
-                    "Files/x",
-                    b"x",
-                    vec![("MSWINDOWS.rawsd".into(), "AQID".into())],
-                ),
-            ],
-            "Files/x",
-        ),
+        ("bad-sd", with_record("MSWINDOWS.rawsd", "AQID"), "Files/x"),
         (
             "bad-attr",
-            vec![
-                dir("Files"),
-                file(
-                    "Files/x",
-                    b"x",
-                    vec![("MSWINDOWS.fileattr".into(), "archive".into())],
-                ),
-            ],
+            with_record("MSWINDOWS.fileattr", "archive"),
             "Files/x",
         ),
     ];

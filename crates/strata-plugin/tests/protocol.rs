@@ -97,6 +97,35 @@ impl Env {
         ok(self.sock(), endpoint, body)
     }
 
+    /// Whether `id` exists, as `Exists` says it.
+    fn exists(&self, id: &str) -> bool {
+        let reply = self.ok("GraphDriver.Exists", json!({"ID": id}));
+        let exists = reply["Exists"].as_bool().unwrap();
+        assert_eq!(reply, json!({"Exists": exists}));
+        exists
+    }
+
+    /// A read-write layer `id` on `parent`.
+    fn create_rw(&self, id: &str, parent: &str) {
+        self.ok(
+            "GraphDriver.CreateReadWrite",
+            json!({"ID": id, "Parent": parent}),
+        );
+    }
+
+    /// Mounts `id` and gives its directory.
+    fn get(&self, id: &str) -> PathBuf {
+        PathBuf::from(
+            self.ok("GraphDriver.Get", json!({"ID": id}))["Dir"]
+                .as_str()
+                .unwrap(),
+        )
+    }
+
+    fn put(&self, id: &str) {
+        self.ok("GraphDriver.Put", json!({"ID": id}));
+    }
+
     /// Create + ApplyDiff, as dockerd imports a layer.
     fn layer(&self, id: &str, parent: &str, tar: &[u8]) -> u64 {
         let mut body = json!({ "ID": id });
@@ -105,14 +134,14 @@ impl Env {
         }
         self.ok("GraphDriver.Create", body);
         let r = apply_diff(self.sock(), id, parent, tar);
-        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        r.assert_ok();
         r.json()["Size"].as_u64().unwrap()
     }
 
     /// The full tar of `id`, required to succeed.
     fn diff(&self, id: &str, parent: &str) -> Vec<u8> {
         let r = diff(self.sock(), id, parent);
-        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        r.assert_ok();
         assert_eq!(r.header("content-type"), Some("application/x-tar"));
         r.body
     }
@@ -232,17 +261,11 @@ fn every_endpoint(driver: &str) {
     );
 
     // A container: the -init layer, then its own layer on top.
-    env.ok(
-        "GraphDriver.CreateReadWrite",
-        json!({"ID": init, "Parent": child}),
-    );
-    let dir = env.ok("GraphDriver.Get", json!({"ID": init}))["Dir"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert!(Path::new(&dir).is_absolute(), "{dir}");
-    std::fs::write(Path::new(&dir).join(".dockerenv"), b"").unwrap();
-    env.ok("GraphDriver.Put", json!({"ID": init}));
+    env.create_rw(&init, &child);
+    let dir = env.get(&init);
+    assert!(dir.is_absolute(), "{dir:?}");
+    std::fs::write(dir.join(".dockerenv"), b"").unwrap();
+    env.put(&init);
     env.ok(
         "GraphDriver.CreateReadWrite",
         json!({"ID": rw, "Parent": init, "MountLabel": "", "StorageOpt": {}}),
@@ -264,7 +287,7 @@ fn every_endpoint(driver: &str) {
     assert!(!dir.join("etc/group").exists());
     std::fs::write(dir.join("hello.txt"), b"hello\n").unwrap();
     std::fs::remove_file(dir.join("etc/passwd")).unwrap();
-    env.ok("GraphDriver.Put", json!({"ID": rw}));
+    env.put(&rw);
     let changes = env.ok("GraphDriver.Changes", json!({"ID": rw, "Parent": init}));
     assert_eq!(
         changes,
@@ -282,14 +305,8 @@ fn every_endpoint(driver: &str) {
     let names = tar_names(&delta);
     assert_eq!(names, ["etc/", "etc/.wh.passwd", "hello.txt"], "{names:?}");
 
-    assert_eq!(
-        env.ok("GraphDriver.Exists", json!({"ID": rw})),
-        json!({"Exists": true})
-    );
-    assert_eq!(
-        env.ok("GraphDriver.Exists", json!({"ID": hex(9)})),
-        json!({"Exists": false})
-    );
+    assert!(env.exists(&rw));
+    assert!(!env.exists(&hex(9)));
     let meta = env.ok("GraphDriver.GetMetadata", json!({"ID": rw}));
     assert!(!meta["Metadata"].as_object().unwrap().is_empty(), "{meta}");
     env.ok("GraphDriver.Cleanup", json!({}));
@@ -297,14 +314,25 @@ fn every_endpoint(driver: &str) {
     // Removal, top down as dockerd does it.
     for id in [&rw, &init, &child, &base] {
         env.ok("GraphDriver.Remove", json!({"ID": id}));
-        assert_eq!(
-            env.ok("GraphDriver.Exists", json!({"ID": id})),
-            json!({"Exists": false})
-        );
+        assert!(!env.exists(id));
     }
     assert!(layer_dirs(&env.home()).is_empty());
     assert!(mounts_under(&env.home()).is_empty());
 }
+
+/// The endpoints whose body names a layer by `ID`.
+const ID_ENDPOINTS: [&str; 10] = [
+    "GraphDriver.Create",
+    "GraphDriver.CreateReadWrite",
+    "GraphDriver.Remove",
+    "GraphDriver.Get",
+    "GraphDriver.Put",
+    "GraphDriver.Exists",
+    "GraphDriver.GetMetadata",
+    "GraphDriver.Diff",
+    "GraphDriver.Changes",
+    "GraphDriver.DiffSize",
+];
 
 fn tar_names(tar: &[u8]) -> Vec<String> {
     tar_entries(tar)
@@ -337,29 +365,15 @@ fn unknown_endpoints_methods_and_malformed_bodies() {
         "/Plugin.Activate/x",
     ] {
         let r = post(s, path, b"{}");
-        assert_eq!(r.status, 404, "{path}");
-        assert!(r.err().contains("unknown endpoint"), "{path}: {}", r.err());
+        r.assert_refused(404, "unknown endpoint", path);
     }
     let r = request(s, "GET", "/GraphDriver.Status", b"");
-    assert_eq!(r.status, 405);
-    assert!(r.err().contains("POST"), "{}", r.err());
+    r.assert_refused(405, "POST", "");
 
-    let json_endpoints = [
-        "GraphDriver.Init",
-        "GraphDriver.Capabilities",
-        "GraphDriver.Create",
-        "GraphDriver.CreateReadWrite",
-        "GraphDriver.Remove",
-        "GraphDriver.Get",
-        "GraphDriver.Put",
-        "GraphDriver.Exists",
-        "GraphDriver.Status",
-        "GraphDriver.GetMetadata",
-        "GraphDriver.Cleanup",
-        "GraphDriver.Diff",
-        "GraphDriver.Changes",
-        "GraphDriver.DiffSize",
-    ];
+    let json_endpoints = ["GraphDriver.Init", "GraphDriver.Capabilities"]
+        .into_iter()
+        .chain(["GraphDriver.Status", "GraphDriver.Cleanup"])
+        .chain(ID_ENDPOINTS);
     for ep in json_endpoints {
         // A field of the wrong type is malformed too, where the call has
         // fields.
@@ -370,35 +384,22 @@ fn unknown_endpoints_methods_and_malformed_bodies() {
         };
         for body in [&b"{"[..], mistyped, b"not json", b"{\"ID\":\"a\"} trailing"] {
             let r = post(s, &format!("/{ep}"), body);
-            assert_eq!(r.status, 400, "{ep} {:?}", String::from_utf8_lossy(body));
-            assert!(r.err().contains("malformed JSON"), "{ep}: {}", r.err());
+            let what = format!("{ep} {:?}", String::from_utf8_lossy(body));
+            r.assert_refused(400, "malformed JSON", &what);
         }
     }
     let big = vec![b' '; (1 << 20) + 1];
     let r = post(s, "/GraphDriver.Get", &big);
-    assert_eq!(r.status, 400);
-    assert!(r.err().contains("larger than"), "{}", r.err());
+    r.assert_refused(400, "larger than", "");
 
     // Missing fields.
-    for ep in [
-        "GraphDriver.Create",
-        "GraphDriver.CreateReadWrite",
-        "GraphDriver.Remove",
-        "GraphDriver.Get",
-        "GraphDriver.Put",
-        "GraphDriver.Exists",
-        "GraphDriver.GetMetadata",
-        "GraphDriver.Diff",
-        "GraphDriver.Changes",
-        "GraphDriver.DiffSize",
-    ] {
+    for ep in ID_ENDPOINTS {
         let r = env.call(ep, json!({"Parent": hex(1)}));
         assert_eq!(r.status, 400, "{ep}");
         assert_eq!(r.err(), "bad request: missing field ID", "{ep}");
     }
     let r = post(s, "/GraphDriver.ApplyDiff?parent=", b"");
-    assert_eq!(r.status, 400);
-    assert!(r.err().contains("missing field id"), "{}", r.err());
+    r.assert_refused(400, "missing field id", "");
     let r = env.call("GraphDriver.Init", json!({"Opts": []}));
     assert_eq!(
         (r.status, r.err()),
@@ -410,14 +411,12 @@ fn unknown_endpoints_methods_and_malformed_bodies() {
         "GraphDriver.Init",
         json!({"Home": env.home(), "UIDMaps": [{"container_id": 0, "host_id": 100000, "size": 65536}]}),
     );
-    assert_eq!(r.status, 501);
-    assert!(r.err().contains("userns-remap"), "{}", r.err());
+    r.assert_refused(501, "userns-remap", "");
     let r = env.call(
         "GraphDriver.Init",
         json!({"Home": env.home(), "Opts": ["size=lots"]}),
     );
-    assert_eq!(r.status, 400);
-    assert!(r.err().contains("size=lots"), "{}", r.err());
+    r.assert_refused(400, "size=lots", "");
     // The refused Inits changed nothing: the driver still serves.
     env.layer(&hex(1), "", &base_tar());
     assert_same(&env.diff(&hex(1), ""), &base_tar());
@@ -448,25 +447,9 @@ fn ids_that_name_paths_are_refused() {
         " a",
     ];
     for bad in bad_ids {
-        for ep in [
-            "GraphDriver.Create",
-            "GraphDriver.CreateReadWrite",
-            "GraphDriver.Remove",
-            "GraphDriver.Get",
-            "GraphDriver.Put",
-            "GraphDriver.Exists",
-            "GraphDriver.GetMetadata",
-            "GraphDriver.Diff",
-            "GraphDriver.Changes",
-            "GraphDriver.DiffSize",
-        ] {
+        for ep in ID_ENDPOINTS {
             let r = env.call(ep, json!({"ID": bad}));
-            assert_eq!(r.status, 400, "{ep} {bad:?}");
-            assert!(
-                r.err().contains("invalid layer id"),
-                "{ep} {bad:?}: {}",
-                r.err()
-            );
+            r.assert_refused(400, "invalid layer id", &format!("{ep} {bad:?}"));
             if !bad.is_empty() {
                 // As a parent, too.
                 let r = env.call(ep, json!({"ID": hex(7), "Parent": bad}));
@@ -478,8 +461,7 @@ fn ids_that_name_paths_are_refused() {
                         | "GraphDriver.Changes"
                         | "GraphDriver.DiffSize"
                 ) {
-                    assert_eq!(r.status, 400, "{ep} parent {bad:?}");
-                    assert!(r.err().contains("invalid layer id"), "{ep}: {}", r.err());
+                    r.assert_refused(400, "invalid layer id", &format!("{ep} parent {bad:?}"));
                 }
             }
         }
@@ -496,8 +478,7 @@ fn ids_that_name_paths_are_refused() {
         &format!("id={good}&parent=%2E%2E%2Fx"),
     ] {
         let r = post(s, &format!("/GraphDriver.ApplyDiff?{q}"), &base_tar());
-        assert_eq!(r.status, 400, "{q}");
-        assert!(r.err().contains("invalid layer id"), "{q}: {}", r.err());
+        r.assert_refused(400, "invalid layer id", q);
     }
     // Nothing was created beside the home, nor inside it, and the good
     // layer is untouched.
@@ -527,25 +508,19 @@ fn unknown_ids() {
         assert_eq!(r.err(), format!("layer {unknown}: not found"), "{ep}");
     }
     let r = apply_diff(s, &unknown, "", &base_tar());
-    assert_eq!(r.status, 404);
-    assert!(r.err().contains(&unknown), "{}", r.err());
+    r.assert_refused(404, &unknown, "");
     let r = env.call(
         "GraphDriver.Create",
         json!({"ID": hex(2), "Parent": unknown}),
     );
-    assert_eq!(r.status, 404);
-    assert!(r.err().contains("missing parent"), "{}", r.err());
+    r.assert_refused(404, "missing parent", "");
     let r = env.call("GraphDriver.Create", json!({"ID": known}));
-    assert_eq!(r.status, 409);
-    assert!(r.err().contains("already exists"), "{}", r.err());
+    r.assert_refused(409, "already exists", "");
     // dockerd removes half-created layers and releases what it may not
     // hold: both are harmless for an unknown id.
     env.ok("GraphDriver.Remove", json!({"ID": unknown}));
     env.ok("GraphDriver.Put", json!({"ID": unknown}));
-    assert_eq!(
-        env.ok("GraphDriver.Exists", json!({"ID": unknown})),
-        json!({"Exists": false})
-    );
+    assert!(!env.exists(&unknown));
     assert_eq!(layer_dirs(&env.home()), [known.as_str()]);
     assert_same(&env.diff(&known, ""), &base_tar());
 }
@@ -567,8 +542,7 @@ fn calls_before_init_are_refused() {
         "GraphDriver.Get",
     ] {
         let r = env.call(ep, json!({"ID": hex(1)}));
-        assert_eq!(r.status, 503, "{ep}");
-        assert!(r.err().contains("not initialized"), "{ep}: {}", r.err());
+        r.assert_refused(503, "not initialized", ep);
     }
     // The import body is read and the error still arrives.
     let r = apply_diff(s, &hex(1), "", &big_tar(1 << 20));
@@ -642,7 +616,7 @@ fn truncated_apply_diff_leaves_the_layer_as_it_was() {
     assert_eq!(layer_dirs(&env.home()), [id.as_str()]);
     // And a full import still works afterwards.
     let r = apply_diff(s, &id, "", &v2);
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    r.assert_ok();
     assert_same(&env.diff(&id, ""), &v2);
 }
 
@@ -729,7 +703,7 @@ fn a_slow_import_does_not_block_other_layers() {
         "calls on other layers waited for the import (or failed)"
     );
     let r = read_reply(&mut std::io::BufReader::new(c));
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    r.assert_ok();
     assert_same(&env.diff(&slow, ""), &tar);
 }
 
@@ -756,7 +730,7 @@ fn stop_finishes_imports_in_flight() {
     });
     env.stop();
     let r = sender.join().unwrap();
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    r.assert_ok();
     assert!(
         !env.tmp.path().join("plugin.sock").exists(),
         "socket left behind"
@@ -776,15 +750,8 @@ fn restart_keeps_mounts_and_sweeps_abandoned_imports() {
     env.init(json!({ "Home": env.home() }));
     let (base, rw, cut) = (hex(1), hex(2), hex(3));
     env.layer(&base, "", &base_tar());
-    env.ok(
-        "GraphDriver.CreateReadWrite",
-        json!({"ID": rw, "Parent": base}),
-    );
-    let dir = PathBuf::from(
-        env.ok("GraphDriver.Get", json!({"ID": rw}))["Dir"]
-            .as_str()
-            .unwrap(),
-    );
+    env.create_rw(&rw, &base);
+    let dir = env.get(&rw);
     std::fs::write(dir.join("running.txt"), b"a container writes\n").unwrap();
     // An import that the stop cuts off: its client never finishes.
     env.ok("GraphDriver.Create", json!({"ID": cut}));
@@ -810,13 +777,10 @@ fn restart_keeps_mounts_and_sweeps_abandoned_imports() {
         json!({"Changes": []})
     );
     // It adopted the mount: dockerd's Put at container stop releases it.
-    assert_eq!(
-        env.ok("GraphDriver.Get", json!({"ID": rw}))["Dir"],
-        json!(dir.to_str().unwrap())
-    );
-    env.ok("GraphDriver.Put", json!({"ID": rw}));
+    assert_eq!(env.get(&rw), dir);
+    env.put(&rw);
     assert!(strata_fs::mount::is_overlay_mount(&dir).unwrap());
-    env.ok("GraphDriver.Put", json!({"ID": rw}));
+    env.put(&rw);
     assert!(!strata_fs::mount::is_overlay_mount(&dir).unwrap());
     let changes = env.ok("GraphDriver.Changes", json!({"ID": rw, "Parent": base}));
     assert_eq!(
@@ -840,18 +804,11 @@ fn init_options() {
     let base = hex(1);
     env.layer(&base, "", &base_tar());
     let limit = |id: &str| {
-        let dir = env.ok("GraphDriver.Get", json!({"ID": id}))["Dir"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        let st = rustix::fs::statvfs(dir.as_str()).unwrap();
-        env.ok("GraphDriver.Put", json!({"ID": id}));
+        let st = rustix::fs::statvfs(env.get(id)).unwrap();
+        env.put(id);
         st.f_blocks * st.f_frsize
     };
-    env.ok(
-        "GraphDriver.CreateReadWrite",
-        json!({"ID": hex(2), "Parent": base}),
-    );
+    env.create_rw(&hex(2), &base);
     let total = limit(&hex(2));
     assert!(
         (60 << 20..=80 << 20).contains(&total),
@@ -870,8 +827,7 @@ fn init_options() {
         "GraphDriver.CreateReadWrite",
         json!({"ID": hex(4), "Parent": base, "StorageOpt": {"sizzle": "1G"}}),
     );
-    assert_eq!(r.status, 400);
-    assert!(r.err().contains("sizzle"), "{}", r.err());
+    r.assert_refused(400, "sizzle", "");
 
     // driver: chooses the Strata driver for a new home.
     let other = Env::uninitialized("overlay");

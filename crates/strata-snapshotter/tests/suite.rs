@@ -7,10 +7,11 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use common::{Client, Op, Server, apply, code, labels, mount_all, tree};
+use common::{Client, Mounted, Op, Server, apply, code, labels, mount_all, tree};
+use strata_snapshots_api::Mount;
 use strata_snapshots_api::prost_types::Timestamp;
 use strata_snapshots_api::tonic::Code;
 
@@ -72,6 +73,17 @@ impl Env {
         self.server = Some(s);
     }
 
+    /// Prepares the key [`Env::key`] makes of `name` on `parent` and
+    /// mounts it on the directory of that name: the key, the directory and
+    /// the mount.
+    fn prepare_mounted(&mut self, name: &str, parent: &str) -> (String, PathBuf, Mounted) {
+        let key = self.key(name);
+        let m = self.client.prepare(&key, parent, gc()).unwrap();
+        let target = self.dir(name);
+        let mnt = mount_all(&m, &target);
+        (key, target, mnt)
+    }
+
     /// Prepares `key` on `parent`, applies `ops` through its mounts and
     /// commits it as `name`.
     fn layer(&mut self, name: &str, parent: &str, ops: &[Op]) {
@@ -109,6 +121,23 @@ impl Env {
 /// The suite's `containerd.io/gc.root` label.
 fn gc() -> common::Labels {
     labels(&[("containerd.io/gc.root", "2023-11-14T22:13:20Z")])
+}
+
+/// Prepares `key` on `parent` and commits it, unchanged, as `name`.
+fn prepare_commit(c: &mut Client, name: &str, key: &str, parent: &str) {
+    c.prepare(key, parent, gc()).unwrap();
+    c.commit(name, key, gc()).unwrap();
+}
+
+/// Mounts `m` on `target` and checks that writing there fails with EROFS.
+fn assert_read_only(m: &[Mount], target: &Path) {
+    let _mnt = mount_all(m, target);
+    let err = std::fs::write(target.join("testfile"), "testcontent").unwrap_err();
+    assert_eq!(
+        err.raw_os_error(),
+        Some(rustix::io::Errno::ROFS.raw_os_error()),
+        "{err}"
+    );
 }
 
 fn time(t: &Option<Timestamp>) -> SystemTime {
@@ -199,10 +228,7 @@ fn stat_active() {
     let Some(mut e) = Env::new("stat_active") else {
         return;
     };
-    let preparing = e.key("preparing");
-    let m = e.client.prepare(&preparing, "", gc()).unwrap();
-    let target = e.dir("preparing");
-    let _mnt = mount_all(&m, &target);
+    let (preparing, target, _mnt) = e.prepare_mounted("preparing", "");
     std::fs::write(target.join("foo"), "foo\n").unwrap();
     let si = e.client.stat(&preparing).unwrap();
     assert_eq!(si.name, preparing);
@@ -215,11 +241,8 @@ fn stat_committed() {
     let Some(mut e) = Env::new("stat_committed") else {
         return;
     };
-    let preparing = e.key("preparing");
-    let m = e.client.prepare(&preparing, "", gc()).unwrap();
-    let target = e.dir("preparing");
     // Committed while still mounted, as the suite does.
-    let _mnt = mount_all(&m, &target);
+    let (preparing, target, _mnt) = e.prepare_mounted("preparing", "");
     std::fs::write(target.join("foo"), "foo\n").unwrap();
     let committed = e.key("committed");
     e.client.commit(&committed, &preparing, gc()).unwrap();
@@ -267,10 +290,8 @@ fn prepare_view_same_key_fails() {
 }
 
 fn base_snapshots(c: &mut Client) {
-    c.prepare("c1-a", "", gc()).unwrap();
-    c.commit("c1", "c1-a", gc()).unwrap();
-    c.prepare("c2-a", "c1", gc()).unwrap();
-    c.commit("c2", "c2-a", gc()).unwrap();
+    prepare_commit(c, "c1", "c1-a", "");
+    prepare_commit(c, "c2", "c2-a", "c1");
     c.prepare("a1", "c2", gc()).unwrap();
     c.prepare("a2", "", gc()).unwrap();
     c.view("v1", "c2", gc()).unwrap();
@@ -365,8 +386,7 @@ fn remove_and_key_reuse() {
         return;
     };
     let c = &mut e.client;
-    c.prepare("committed-a", "", gc()).unwrap();
-    c.commit("committed-1", "committed-a", gc()).unwrap();
+    prepare_commit(c, "committed-1", "committed-a", "");
     c.prepare("reuse-1", "committed-1", gc()).unwrap();
     c.remove("reuse-1").unwrap();
     c.view("reuse-1", "committed-1", gc()).unwrap();
@@ -540,10 +560,8 @@ fn remove_intermediate_snapshot() {
     let mnt = mount_all(&m, &e.dir("base"));
     let committed_base = e.key("committed-base");
     e.client.commit(&committed_base, &base, gc()).unwrap();
-    let inter = e.key("intermediate");
-    e.client.prepare(&inter, &committed_base, gc()).unwrap();
-    let committed_inter = e.key("committed-inter");
-    e.client.commit(&committed_inter, &inter, gc()).unwrap();
+    let (inter, committed_inter) = (e.key("intermediate"), e.key("committed-inter"));
+    prepare_commit(&mut e.client, &committed_inter, &inter, &committed_base);
     let top = e.key("toplayer");
     e.client.prepare(&top, &committed_inter, gc()).unwrap();
     let msg = code(e.client.remove(&committed_inter), Code::FailedPrecondition);
@@ -638,40 +656,18 @@ fn view_readonly() {
     let Some(mut e) = Env::new("view_readonly") else {
         return;
     };
-    let preparing = e.key("preparing");
-    e.client.prepare(&preparing, "", gc()).unwrap();
-    let committed = e.key("committed");
-    e.client.commit(&committed, &preparing, gc()).unwrap();
+    let (preparing, committed) = (e.key("preparing"), e.key("committed"));
+    prepare_commit(&mut e.client, &committed, &preparing, "");
     let view = e.key("view");
     let m = e.client.view(&view, &committed, gc()).unwrap();
-    {
-        let target = e.dir("view-mount");
-        let _mnt = mount_all(&m, &target);
-        let err = std::fs::write(target.join("testfile"), "testcontent").unwrap_err();
-        assert_eq!(
-            err.raw_os_error(),
-            Some(rustix::io::Errno::ROFS.raw_os_error()),
-            "{err}"
-        );
-    }
+    assert_read_only(&m, &e.dir("view-mount"));
     // A view of a chain is an overlay without upper: read-only as well.
-    let next = e.key("next");
-    e.client.prepare(&next, &committed, gc()).unwrap();
-    let committed2 = e.key("committed2");
-    e.client.commit(&committed2, &next, gc()).unwrap();
+    let (next, committed2) = (e.key("next"), e.key("committed2"));
+    prepare_commit(&mut e.client, &committed2, &next, &committed);
     let view2 = e.key("view2");
     let m = e.client.view(&view2, &committed2, gc()).unwrap();
     assert_eq!(m[0].r#type, "overlay");
-    {
-        let target = e.dir("view2-mount");
-        let _mnt = mount_all(&m, &target);
-        let err = std::fs::write(target.join("testfile"), "x").unwrap_err();
-        assert_eq!(
-            err.raw_os_error(),
-            Some(rustix::io::Errno::ROFS.raw_os_error()),
-            "{err}"
-        );
-    }
+    assert_read_only(&m, &e.dir("view2-mount"));
     e.client.remove(&view).unwrap();
     e.client.remove(&view2).unwrap();
     e.client.remove(&committed2).unwrap();
@@ -683,19 +679,12 @@ fn stat_in_walk() {
     let Some(mut e) = Env::new("stat_in_walk") else {
         return;
     };
-    let ns = "stats-in-walk-";
+    let k = |name: &str| format!("stats-in-walk-{name}");
     let c = &mut e.client;
-    c.prepare(&format!("{ns}c1-a"), "", gc()).unwrap();
-    c.commit(&format!("{ns}c1"), &format!("{ns}c1-a"), gc())
-        .unwrap();
-    c.prepare(&format!("{ns}c2-a"), &format!("{ns}c1"), gc())
-        .unwrap();
-    c.commit(&format!("{ns}c2"), &format!("{ns}c2-a"), gc())
-        .unwrap();
-    c.prepare(&format!("{ns}a1"), &format!("{ns}c2"), gc())
-        .unwrap();
-    c.view(&format!("{ns}v1"), &format!("{ns}c2"), gc())
-        .unwrap();
+    prepare_commit(c, &k("c1"), &k("c1-a"), "");
+    prepare_commit(c, &k("c2"), &k("c2-a"), &k("c1"));
+    c.prepare(&k("a1"), &k("c2"), gc()).unwrap();
+    c.view(&k("v1"), &k("c2"), gc()).unwrap();
     let all = c.list(&[]).unwrap();
     assert_eq!(all.len(), 4);
     for i in all {
@@ -710,8 +699,7 @@ fn close_and_reopen() {
     let Some(mut e) = Env::new("close_and_reopen") else {
         return;
     };
-    e.client.prepare("n-prepare", "", gc()).unwrap();
-    e.client.commit("n", "n-prepare", gc()).unwrap();
+    prepare_commit(&mut e.client, "n", "n-prepare", "");
     e.client.remove("n").unwrap();
     e.client.prepare("kept-a", "", gc()).unwrap();
     e.client
@@ -731,9 +719,7 @@ fn root_permission() {
     let Some(mut e) = Env::new("root_permission") else {
         return;
     };
-    let m = e.client.prepare(&e.key("preparing"), "", gc()).unwrap();
-    let target = e.dir("preparing");
-    let _mnt = mount_all(&m, &target);
+    let (_, target, _mnt) = e.prepare_mounted("preparing", "");
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&target).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o755);

@@ -128,6 +128,19 @@ impl Reply {
         assert_ne!(self.status, 200, "expected a failure: {self:?}");
         self.json()["Err"].as_str().unwrap_or_default().to_string()
     }
+
+    /// Asserts the call succeeded, printing the body if it did not.
+    pub fn assert_ok(&self) {
+        assert_eq!(self.status, 200, "{}", String::from_utf8_lossy(&self.body));
+    }
+
+    /// Asserts the call failed with `status` and an `Err` containing
+    /// `needle`; `what` names the call in the failure message.
+    pub fn assert_refused(&self, status: u16, needle: &str, what: &str) {
+        let err = self.err();
+        assert_eq!(self.status, status, "{what}: {err}");
+        assert!(err.contains(needle), "{what}: {err}");
+    }
 }
 
 /// Sends `POST path` with `body` (Content-Length, as dockerd sends JSON)
