@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 pub use strata_layer::{Change, ChangeKind};
 
-use crate::store::{CleanupReport, LayerMeta, Store};
+use crate::store::{CleanupReport, LayerKind, LayerMeta, Store};
 use crate::{CreateOpts, LayerId, Result};
 
 /// What a driver can promise engines (Docker 20.10's `Capabilities`).
@@ -137,15 +137,28 @@ pub trait Driver: Send + Sync {
     }
     /// The layer store under the driver.
     fn store(&self) -> &Store;
+    /// Creates an empty layer of `kind` on `parent`: what `create` and
+    /// `create_read_write` share (drivers differ only in what a kind gets).
+    fn create_layer(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        kind: LayerKind,
+        opts: &CreateOpts,
+    ) -> Result<()>;
     /// Creates an empty read-only layer on `parent`.
-    fn create(&self, id: &LayerId, parent: Option<&LayerId>, opts: &CreateOpts) -> Result<()>;
+    fn create(&self, id: &LayerId, parent: Option<&LayerId>, opts: &CreateOpts) -> Result<()> {
+        self.create_layer(id, parent, LayerKind::Ro, opts)
+    }
     /// Creates an empty read-write layer on `parent`.
     fn create_read_write(
         &self,
         id: &LayerId,
         parent: Option<&LayerId>,
         opts: &CreateOpts,
-    ) -> Result<()>;
+    ) -> Result<()> {
+        self.create_layer(id, parent, LayerKind::Rw, opts)
+    }
     /// Removes a layer (crash-safe). Unknown ids are not an error.
     fn remove(&self, id: &LayerId) -> Result<()>;
     /// Returns the absolute path of the layer's merged view, taking a

@@ -183,54 +183,6 @@ impl OverlayDriver {
         Ok(())
     }
 
-    fn create_layer(
-        &self,
-        id: &LayerId,
-        parent: Option<&LayerId>,
-        kind: LayerKind,
-        opts: &CreateOpts,
-    ) -> Result<()> {
-        let size = rw_size_limit(id, kind, opts)?;
-        let (_lock, parent) = self.store.claim_new(id, parent)?;
-        self.check_depth(id, parent.as_ref())?;
-        let mut staging = self.store.begin()?;
-        let result = (|| {
-            match (size, &self.project_ids) {
-                (None, _) => {
-                    self.add_dirs(&staging, kind)?;
-                    staging.metadata_only();
-                }
-                (Some(size), Some(ids)) => {
-                    self.add_dirs(&staging, kind)?;
-                    let mut next = ids.lock().unwrap_or_else(PoisonError::into_inner);
-                    strata_fs::set_project_quota(&staging.content_path(), *next, size).map_err(
-                        |source| DriverError::Quota {
-                            id: id.to_string(),
-                            source,
-                        },
-                    )?;
-                    *next += 1;
-                }
-                (Some(size), None) => {
-                    sandbox::add(id, &staging, size)?;
-                    std::fs::create_dir(staging.path().join(MERGED_DIR))
-                        .map_err(|e| DriverError::io(format!("layer {id}: create merged"), e))?;
-                }
-            }
-            // Anything in the merged view with a ctime from now on was
-            // copied up or written in this layer: the naive comparison
-            // checks content for those (ARCHITECTURE.md, change detection).
-            let since = Some(staging.fs_now()?);
-            let mut meta = LayerMeta::new(NAME, id, parent.as_ref(), kind, since, None);
-            meta.size_limit = size;
-            self.store.commit_new(&mut staging, &meta)
-        })();
-        if result.is_err() && size.is_some() {
-            sandbox::release_failed(id, &staging);
-        }
-        result
-    }
-
     /// Mounts a size-limited layer's sandbox if it is not (after a restart
     /// or `cleanup`), so its `diff` and `work` links resolve.
     fn ensure_sandbox(&self, id: &LayerId, meta: &LayerMeta) -> Result<()> {
@@ -434,17 +386,52 @@ impl Driver for OverlayDriver {
         &self.store
     }
 
-    fn create(&self, id: &LayerId, parent: Option<&LayerId>, opts: &CreateOpts) -> Result<()> {
-        self.create_layer(id, parent, LayerKind::Ro, opts)
-    }
-
-    fn create_read_write(
+    fn create_layer(
         &self,
         id: &LayerId,
         parent: Option<&LayerId>,
+        kind: LayerKind,
         opts: &CreateOpts,
     ) -> Result<()> {
-        self.create_layer(id, parent, LayerKind::Rw, opts)
+        let size = rw_size_limit(id, kind, opts)?;
+        let (_lock, parent) = self.store.claim_new(id, parent)?;
+        self.check_depth(id, parent.as_ref())?;
+        let mut staging = self.store.begin()?;
+        let result = (|| {
+            match (size, &self.project_ids) {
+                (None, _) => {
+                    self.add_dirs(&staging, kind)?;
+                    staging.metadata_only();
+                }
+                (Some(size), Some(ids)) => {
+                    self.add_dirs(&staging, kind)?;
+                    let mut next = ids.lock().unwrap_or_else(PoisonError::into_inner);
+                    strata_fs::set_project_quota(&staging.content_path(), *next, size).map_err(
+                        |source| DriverError::Quota {
+                            id: id.to_string(),
+                            source,
+                        },
+                    )?;
+                    *next += 1;
+                }
+                (Some(size), None) => {
+                    sandbox::add(id, &staging, size)?;
+                    std::fs::create_dir(staging.path().join(MERGED_DIR))
+                        .map_err(|e| DriverError::io(format!("layer {id}: create merged"), e))?;
+                }
+            }
+            // Anything in the merged view with a ctime from now on was
+            // copied up or written in this layer: the naive comparison
+            // checks content for those (ARCHITECTURE.md, change detection).
+            let since = Some(staging.fs_now()?);
+            let mut meta = LayerMeta::new(NAME, id, parent.as_ref(), kind, since, None);
+            meta.size_limit = size;
+            self.store.commit_new(&mut staging, &meta)
+        })();
+        if result.is_err() && size.is_some() {
+            sandbox::release_failed(id, &staging);
+        }
+        result
     }
 
     fn remove(&self, id: &LayerId) -> Result<()> {

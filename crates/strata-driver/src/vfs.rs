@@ -104,31 +104,6 @@ impl VfsDriver {
         Ok((staging, Some(at)))
     }
 
-    fn create_layer(
-        &self,
-        id: &LayerId,
-        parent: Option<&LayerId>,
-        kind: LayerKind,
-        opts: &CreateOpts,
-    ) -> Result<()> {
-        let storage = parse_storage_opts(id.as_str(), &opts.storage_opt)?;
-        if storage.size.is_some() {
-            let what = match kind {
-                LayerKind::Ro => "a size limit on a read-only layer",
-                LayerKind::Rw => "the size storage option",
-            };
-            return Err(DriverError::NotSupported {
-                id: id.to_string(),
-                driver: NAME,
-                what: what.into(),
-            });
-        }
-        let (_lock, parent) = self.store.claim_new(id, parent)?;
-        let (mut staging, copied_at) = self.stage_copy(id, parent.as_ref())?;
-        let meta = LayerMeta::new(NAME, id, parent.as_ref(), kind, copied_at, None);
-        self.store.commit_new(&mut staging, &meta)
-    }
-
     /// The comparison base for `id` against `parent`: its real parent lets
     /// change detection use the copy instant.
     fn compare(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<Comparison> {
@@ -173,17 +148,29 @@ impl Driver for VfsDriver {
         &self.store
     }
 
-    fn create(&self, id: &LayerId, parent: Option<&LayerId>, opts: &CreateOpts) -> Result<()> {
-        self.create_layer(id, parent, LayerKind::Ro, opts)
-    }
-
-    fn create_read_write(
+    fn create_layer(
         &self,
         id: &LayerId,
         parent: Option<&LayerId>,
+        kind: LayerKind,
         opts: &CreateOpts,
     ) -> Result<()> {
-        self.create_layer(id, parent, LayerKind::Rw, opts)
+        let storage = parse_storage_opts(id.as_str(), &opts.storage_opt)?;
+        if storage.size.is_some() {
+            let what = match kind {
+                LayerKind::Ro => "a size limit on a read-only layer",
+                LayerKind::Rw => "the size storage option",
+            };
+            return Err(DriverError::NotSupported {
+                id: id.to_string(),
+                driver: NAME,
+                what: what.into(),
+            });
+        }
+        let (_lock, parent) = self.store.claim_new(id, parent)?;
+        let (mut staging, copied_at) = self.stage_copy(id, parent.as_ref())?;
+        let meta = LayerMeta::new(NAME, id, parent.as_ref(), kind, copied_at, None);
+        self.store.commit_new(&mut staging, &meta)
     }
 
     fn remove(&self, id: &LayerId) -> Result<()> {

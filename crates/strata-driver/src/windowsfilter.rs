@@ -211,41 +211,6 @@ impl WindowsDriver {
         import::import(id, staging.path(), &parents, tar, decompress)
     }
 
-    fn create_layer(
-        &self,
-        id: &LayerId,
-        parent: Option<&LayerId>,
-        kind: LayerKind,
-        opts: &CreateOpts,
-    ) -> Result<()> {
-        let size = rw_size_limit(id, kind, opts)?;
-        let (_lock, parent) = self.store.claim_new(id, parent)?;
-        let mut staging = match kind {
-            LayerKind::Ro => self.begin_ro(id)?,
-            LayerKind::Rw => self.store.begin()?,
-        };
-        let result = (|| {
-            if kind == LayerKind::Rw {
-                match size {
-                    Some(size) => sandbox::add(id, &staging, size)?,
-                    None => make_private_dir(&staging.path().join(WORK_DIR))
-                        .map_err(|e| DriverError::io(format!("layer {id}: create work"), e))?,
-                }
-                make_private_dir(&staging.path().join(MERGED_DIR))
-                    .map_err(|e| DriverError::io(format!("layer {id}: create merged"), e))?;
-            }
-            staging.set_chain(self.chain_for(parent.as_ref())?);
-            let since = Some(staging.fs_now()?);
-            let mut meta = LayerMeta::new(NAME, id, parent.as_ref(), kind, since, None);
-            meta.size_limit = size;
-            self.store.commit_new(&mut staging, &meta)
-        })();
-        if result.is_err() && size.is_some() {
-            sandbox::release_failed(id, &staging);
-        }
-        result
-    }
-
     /// The trees of `layers` for an overlay, topmost first: a read-only
     /// layer's `whiteouts/` then `Files/`; a read-write layer's upper dir.
     fn trees(&self, layers: &[LayerId]) -> Result<Vec<PathBuf>> {
@@ -359,17 +324,39 @@ impl Driver for WindowsDriver {
         &self.store
     }
 
-    fn create(&self, id: &LayerId, parent: Option<&LayerId>, opts: &CreateOpts) -> Result<()> {
-        self.create_layer(id, parent, LayerKind::Ro, opts)
-    }
-
-    fn create_read_write(
+    fn create_layer(
         &self,
         id: &LayerId,
         parent: Option<&LayerId>,
+        kind: LayerKind,
         opts: &CreateOpts,
     ) -> Result<()> {
-        self.create_layer(id, parent, LayerKind::Rw, opts)
+        let size = rw_size_limit(id, kind, opts)?;
+        let (_lock, parent) = self.store.claim_new(id, parent)?;
+        let mut staging = match kind {
+            LayerKind::Ro => self.begin_ro(id)?,
+            LayerKind::Rw => self.store.begin()?,
+        };
+        let result = (|| {
+            if kind == LayerKind::Rw {
+                match size {
+                    Some(size) => sandbox::add(id, &staging, size)?,
+                    None => make_private_dir(&staging.path().join(WORK_DIR))
+                        .map_err(|e| DriverError::io(format!("layer {id}: create work"), e))?,
+                }
+                make_private_dir(&staging.path().join(MERGED_DIR))
+                    .map_err(|e| DriverError::io(format!("layer {id}: create merged"), e))?;
+            }
+            staging.set_chain(self.chain_for(parent.as_ref())?);
+            let since = Some(staging.fs_now()?);
+            let mut meta = LayerMeta::new(NAME, id, parent.as_ref(), kind, since, None);
+            meta.size_limit = size;
+            self.store.commit_new(&mut staging, &meta)
+        })();
+        if result.is_err() && size.is_some() {
+            sandbox::release_failed(id, &staging);
+        }
+        result
     }
 
     fn remove(&self, id: &LayerId) -> Result<()> {
