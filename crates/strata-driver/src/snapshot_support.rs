@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{NAME, OverlayDriver, WORK_DIR};
-use crate::store::{META_FILE, open_dir_at, write_file_at};
+use crate::store::{FileSync, META_FILE, open_dir_at, write_file_at};
 use crate::{Driver, DriverError, LayerId, LayerKind, LayerMeta, Result, Store};
 
 /// Prefix of the layer ids a snapshotting client (containerd's
@@ -178,7 +178,7 @@ impl Store {
         })?;
         let dir = open_dir_at(self.home_fd(), id.as_str())
             .map_err(|e| DriverError::io(format!("layer {id}: open"), e))?;
-        write_file_at(&dir, META_FILE, &json, true)
+        write_file_at(&dir, META_FILE, &json, FileSync::FileAndDir)
             .map_err(|e| DriverError::io(format!("layer {id}: write {META_FILE}"), e))
     }
 }

@@ -190,10 +190,16 @@ impl Staging {
         Ok((st.st_ctime, st.st_ctime_nsec as u32))
     }
 
-    /// Writes a metadata file into the staging dir (synced with the rest
-    /// by the commit's `syncfs`).
+    /// Writes a metadata file into the staging dir: synced with the rest
+    /// by the commit's `syncfs`, or at once in a metadata-only staging
+    /// dir, whose commit syncs only directories.
     pub fn write_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
-        write_file_at(&self.fd, name, bytes, false)
+        let sync = if self.metadata_only {
+            FileSync::File
+        } else {
+            FileSync::Later
+        };
+        write_file_at(&self.fd, name, bytes, sync)
             .map_err(|e| DriverError::io(format!("staging {}: write {name}", self.name), e))
     }
 
@@ -455,7 +461,7 @@ impl Store {
 
     /// Writes a file of the store's own into the home, atomically.
     pub fn write_home_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
-        write_file_at(&self.home_fd, name, bytes, true)
+        write_file_at(&self.home_fd, name, bytes, FileSync::FileAndDir)
             .map_err(|e| DriverError::io(format!("write {}/{name}", self.home.display()), e))
     }
 
@@ -465,8 +471,13 @@ impl Store {
         self.meta(id)?;
         let dir = open_dir_at(&self.home_fd, id.as_str())
             .map_err(|e| DriverError::io(format!("layer {id}: open"), e))?;
-        write_file_at(&dir, ALIAS_FILE, target.as_str().as_bytes(), true)
-            .map_err(|e| DriverError::io(format!("layer {id}: write {ALIAS_FILE}"), e))
+        write_file_at(
+            &dir,
+            ALIAS_FILE,
+            target.as_str().as_bytes(),
+            FileSync::FileAndDir,
+        )
+        .map_err(|e| DriverError::io(format!("layer {id}: write {ALIAS_FILE}"), e))
     }
 
     /// True when `id` names a complete layer.
@@ -790,13 +801,25 @@ fn read_file_at(dir: impl AsFd, name: &str) -> rustix::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Writes `name` in `dir` atomically: a temp file, written, fsynced, then
-/// renamed over the name; `sync_dir` also fsyncs the directory.
+/// How much of a metadata file's write [`write_file_at`] makes durable.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FileSync {
+    /// Nothing: a `syncfs` before the file can be seen (a staging dir's
+    /// commit) covers it, and each fsync would cost a device flush.
+    Later,
+    /// The file's contents, before it takes the name.
+    File,
+    /// The contents, then the directory holding the new name.
+    FileAndDir,
+}
+
+/// Writes `name` in `dir` atomically: a temp file, written, synced as
+/// `sync` says, then renamed over the name.
 pub(crate) fn write_file_at(
     dir: &OwnedFd,
     name: &str,
     bytes: &[u8],
-    sync_dir: bool,
+    sync: FileSync,
 ) -> std::io::Result<()> {
     let tmp = format!(".{name}.tmp");
     let fd = rustix::fs::openat(
@@ -807,9 +830,11 @@ pub(crate) fn write_file_at(
     )?;
     let mut f = std::fs::File::from(fd);
     f.write_all(bytes)?;
-    f.sync_all()?;
+    if sync != FileSync::Later {
+        f.sync_all()?;
+    }
     rustix::fs::renameat(dir, tmp.as_str(), dir, name)?;
-    if sync_dir {
+    if sync == FileSync::FileAndDir {
         rustix::fs::fsync(dir)?;
     }
     Ok(())

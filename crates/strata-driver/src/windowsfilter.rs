@@ -40,7 +40,7 @@ use std::path::{Path, PathBuf};
 use strata_fs::Root;
 use strata_fs::mount::OverlaySpec;
 use strata_fs::overlay::OverlayFeatures;
-use strata_windows::{INDEX_FILE, LayerIndex, WinName, classify, mutated_backup};
+use strata_windows::{INDEX_FILE, LayerIndex, WinName, classify, fold_case, mutated_backup};
 
 use crate::driver::{ApplyResult, Capabilities, Change, Driver, FileGetter, ImportRecord, status};
 use crate::options::rw_size_limit;
@@ -540,7 +540,14 @@ impl WinGetter {
             }
             Ok(WinName::Object { path, .. }) => match mutated_backup(&path) {
                 Some(bak) => bak.as_bytes().to_vec(),
-                None => path,
+                // The import stores a path spelt differently from one met
+                // before under the first spelling (NTFS's rule).
+                None => match self.root.open_file(&path) {
+                    Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOENT.raw_os_error()) => {
+                        spelt_as_stored(&self.root, &path).unwrap_or(path)
+                    }
+                    opened => return opened.map_err(fs),
+                },
             },
             Ok(other) => other.path().to_vec(),
             Err(e) => {
@@ -552,6 +559,29 @@ impl WinGetter {
         };
         self.root.open_file(&rel).map_err(fs)
     }
+}
+
+/// The path under which `path` is stored in the layer at `root` when its
+/// components are spelt in another case there: each missing component is
+/// looked up by folded name. `None` when no such path exists.
+fn spelt_as_stored(root: &Root, path: &[u8]) -> Option<Vec<u8>> {
+    let mut stored: Vec<u8> = Vec::new();
+    for comp in strata_fs::components(path) {
+        let exact = strata_fs::join_path(&stored, comp);
+        if root.lstat(&exact).ok().flatten().is_some() {
+            stored = exact;
+            continue;
+        }
+        let fd = root.open_dir(&stored).ok()?;
+        let mut d = rustix::fs::Dir::read_from(&fd).ok()?;
+        let want = fold_case(comp);
+        let found = strata_fs::dir_names(&mut d, &stored)
+            .ok()?
+            .into_iter()
+            .find(|n| fold_case(n) == want)?;
+        stored = strata_fs::join_path(&stored, &found);
+    }
+    Some(stored)
 }
 
 impl FileGetter for WinGetter {

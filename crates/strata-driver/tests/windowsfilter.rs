@@ -321,6 +321,120 @@ fn view_changes_and_sizes() {
     assert!(!is_mounted(&v));
 }
 
+/// NTFS compares names case-insensitively, so a delta that spells a
+/// parent's path in another case means the parent's object: its
+/// directories merge in the view, its tombstones and hard links find their
+/// targets, and two spellings inside one layer are one object.
+#[test]
+fn names_resolve_case_insensitively_across_the_chain() {
+    if !root("names_resolve_case_insensitively_across_the_chain") {
+        return;
+    }
+    let Some(w) = first_writer("names_resolve_case_insensitively_across_the_chain") else {
+        return;
+    };
+    let store = Store::new();
+    let d = store.d.as_ref();
+    let r = |n: &str| vec![("MSWINDOWS.fileattr".to_string(), n.to_string())];
+    let delta = Layer {
+        entries: vec![
+            dir("Files", r("16")),
+            dir("Files/WINDOWS", r("16")),
+            file("Files/WINDOWS/new.txt", b"new", r("32")),
+            file("Files/windows/SYSTEM32/config/sam", b"replaced", r("32")),
+            whiteout("Files/.wh.TODELETE.TXT"),
+            link("1", "Files/lic", "Files/LICENSE.txt", Vec::new()),
+            file("Files/Dir2/a.txt", b"a", r("32")),
+            file("Files/DIR2/b.txt", b"b", r("32")),
+        ],
+        trailer: true,
+    };
+    let (bt, dt) = (store.tar("base", &base(), w), store.tar("case", &delta, w));
+    import(d, "base", None, &bt);
+    let imported = import(d, "case", Some("base"), &dt);
+    assert_eq!(imported.export_fallback, None);
+    assert_eq!(export(d, "case", Some("base")), fs::read(&dt).unwrap());
+
+    let names_in = |p: &Path| {
+        let mut n: Vec<String> = fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        n.sort();
+        n
+    };
+    let v = d.get(&id("case"), "").unwrap();
+    let top = names_in(&v);
+    assert!(
+        top.contains(&"Windows".to_string()) && !top.contains(&"WINDOWS".to_string()),
+        "one Windows directory: {top:?}"
+    );
+    assert_eq!(fs::read(v.join("Windows/new.txt")).unwrap(), b"new");
+    assert_eq!(
+        fs::read(v.join("Windows/System32/config/SAM")).unwrap(),
+        b"replaced"
+    );
+    assert_eq!(
+        fs::read(v.join("Windows/System32/config/SYSTEM")).unwrap(),
+        hive(5),
+        "the parent's files stay beside the delta's"
+    );
+    assert!(!v.join("ToDelete.txt").exists(), "the tombstone applies");
+    assert_eq!(fs::read(v.join("lic")).unwrap(), b"MIT or so\r\n");
+    assert_eq!(names_in(&v.join("Dir2")), ["a.txt", "b.txt"]);
+    assert!(!top.contains(&"DIR2".to_string()), "{top:?}");
+    d.put(&id("case")).unwrap();
+
+    let changes = d.changes(&id("case"), Some(&id("base"))).unwrap();
+    let kind = |p: &str| kind_of(&changes, p);
+    assert_eq!(kind("/Files/Windows/new.txt"), Some(ChangeKind::Add));
+    assert_eq!(
+        kind("/Files/Windows/System32/config/SAM"),
+        Some(ChangeKind::Modify)
+    );
+    assert_eq!(kind("/Files/ToDelete.txt"), Some(ChangeKind::Delete));
+
+    // Two spellings of one file in one layer are one file, as on NTFS: the
+    // first spelling stays, the later entry's content wins, and the
+    // record, which the directory can no longer replay, gives way to a
+    // generated export.
+    let twice = Layer {
+        entries: vec![
+            dir("Files", winio(0x10, Some(DIR_SD), 1_700_000_000)),
+            dir("Hives", winio(0x10, Some(DIR_SD), 1_700_000_000)),
+            file(
+                "Files/a.txt",
+                b"a",
+                winio(0x20, Some(FILE_SD), 1_700_000_000),
+            ),
+            file(
+                "Files/A.TXT",
+                b"A again",
+                winio(0x20, Some(FILE_SD), 1_700_000_000),
+            ),
+        ],
+        trailer: true,
+    };
+    let tt = store.tar("twice", &twice, w);
+    let imported = import(d, "twice", Some("base"), &tt);
+    let why = imported.export_fallback.expect("not replayable");
+    assert!(why.contains("Files/A.TXT"), "{why}");
+    let v = d.get(&id("twice"), "").unwrap();
+    assert_eq!(fs::read(v.join("a.txt")).unwrap(), b"A again");
+    assert!(!v.join("A.TXT").exists());
+    d.put(&id("twice")).unwrap();
+    let (_, _, names) = check_tar(
+        &export(d, "twice", Some("base")),
+        "twice-out",
+        store.tmp.path(),
+    );
+    let files: Vec<_> = names
+        .iter()
+        .filter(|n| n.eq_ignore_ascii_case("Files/a.txt"))
+        .collect();
+    assert_eq!(files.len(), 1, "one file in the export: {names:?}");
+}
+
 fn libc_erofs() -> i32 {
     rustix::io::Errno::ROFS.raw_os_error()
 }

@@ -35,7 +35,7 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
 use base64::Engine as _;
@@ -126,6 +126,125 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// One line of a record before it is serialised.
+enum Line<'a> {
+    /// Raw stream bytes.
+    Segment(&'a [u8]),
+    /// A tar entry: name, data bytes in the archive, their checksum.
+    File {
+        name: &'a [u8],
+        size: u64,
+        crc: Option<[u8; 8]>,
+    },
+}
+
+/// Tags of [`Line::pack`]'s compact form.
+const PACKED_SEGMENT: u8 = 0;
+const PACKED_FILE: u8 = 1;
+const PACKED_FILE_CRC: u8 = 2;
+
+impl<'a> Line<'a> {
+    /// Appends the line's JSON (and a newline) to `out`.
+    fn serialize(&self, position: u64, out: &mut Vec<u8>) -> io::Result<()> {
+        let e = match *self {
+            Line::Segment(raw) => EntryOut {
+                kind: SEGMENT_TYPE,
+                name: None,
+                name_raw: None,
+                size: 0,
+                payload: Some(BASE64.encode(raw)),
+                position,
+            },
+            Line::File { name, size, crc } => {
+                // Non-UTF-8 names go to `name_raw`, as tar-split does.
+                let (name, name_raw) = match std::str::from_utf8(name) {
+                    Ok("") => (None, None),
+                    Ok(s) => (Some(s), None),
+                    Err(_) => (None, Some(BASE64.encode(name))),
+                };
+                EntryOut {
+                    kind: FILE_TYPE,
+                    name,
+                    name_raw,
+                    size,
+                    payload: crc.map(|c| BASE64.encode(c)),
+                    position,
+                }
+            }
+        };
+        serde_json::to_writer(&mut *out, &e)?;
+        out.push(b'\n');
+        Ok(())
+    }
+
+    /// Appends a compact binary form (a tag, then length-prefixed bytes)
+    /// for the background thread, which serialises it: copying the bytes is
+    /// all the recording costs the applier's thread.
+    fn pack(&self, out: &mut Vec<u8>) {
+        let bytes = |out: &mut Vec<u8>, b: &[u8]| {
+            out.extend_from_slice(&(b.len() as u64).to_le_bytes());
+            out.extend_from_slice(b);
+        };
+        match *self {
+            Line::Segment(raw) => {
+                out.push(PACKED_SEGMENT);
+                bytes(out, raw);
+            }
+            Line::File { name, size, crc } => {
+                out.push(if crc.is_some() {
+                    PACKED_FILE_CRC
+                } else {
+                    PACKED_FILE
+                });
+                bytes(out, name);
+                out.extend_from_slice(&size.to_le_bytes());
+                if let Some(c) = crc {
+                    out.extend_from_slice(&c);
+                }
+            }
+        }
+    }
+
+    /// Takes one line in [`pack`](Self::pack)'s form off the front of
+    /// `buf`; `None` when `buf` is empty.
+    fn unpack(buf: &mut &'a [u8]) -> io::Result<Option<Line<'a>>> {
+        fn take<'b>(buf: &mut &'b [u8], n: usize) -> io::Result<&'b [u8]> {
+            if buf.len() < n {
+                return Err(io::Error::other("tar-split record batch cut short"));
+            }
+            let (head, rest) = buf.split_at(n);
+            *buf = rest;
+            Ok(head)
+        }
+        fn word(buf: &mut &[u8]) -> io::Result<u64> {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(take(buf, 8)?);
+            Ok(u64::from_le_bytes(w))
+        }
+        let Some((&tag, rest)) = buf.split_first() else {
+            return Ok(None);
+        };
+        *buf = rest;
+        let len = usize::try_from(word(buf)?).map_err(io::Error::other)?;
+        let b = take(buf, len)?;
+        Ok(Some(match tag {
+            PACKED_SEGMENT => Line::Segment(b),
+            PACKED_FILE | PACKED_FILE_CRC => {
+                let size = word(buf)?;
+                let crc = if tag == PACKED_FILE_CRC {
+                    let mut c = [0u8; 8];
+                    c.copy_from_slice(take(buf, 8)?);
+                    Some(c)
+                } else {
+                    None
+                };
+                Line::File { name: b, size, crc }
+            }
+            t => return Err(io::Error::other(format!("tar-split record batch: tag {t}"))),
+        }))
+    }
+}
+
 /// Writes a tar-split record (gzip-compressed NDJSON) to `W`.
 ///
 /// Entries are written in call order and numbered from 0. Call
@@ -134,22 +253,23 @@ fn is_zero(n: &u64) -> bool {
 pub struct Recorder<W: Write> {
     out: Sink<W>,
     position: u64,
-    /// Serialised lines not yet handed to the compressor, so it is fed in
-    /// large pieces (one channel send per [`BATCH`] bytes, not per entry).
-    lines: Vec<u8>,
+    /// Inline: the line being serialised. Background: packed lines not yet
+    /// handed over, so the thread is fed in large pieces (one channel send
+    /// per [`BATCH`] bytes, not per entry).
+    pending: Vec<u8>,
 }
 
-/// Bytes of serialised lines handed to the compressor at a time.
+/// Bytes of packed lines handed to the background thread at a time.
 const BATCH: usize = 256 * 1024;
 
-/// Batches in flight to a background compressor; bounds its memory.
+/// Batches in flight to a background thread; bounds its memory.
 const BATCHES_IN_FLIGHT: usize = 4;
 
 /// Where a recorder's lines go.
 enum Sink<W: Write> {
-    /// Compressed on the caller's thread.
+    /// Serialised and compressed on the caller's thread.
     Inline(GzEncoder<W>),
-    /// Compressed and written by a thread of the recorder's own.
+    /// Serialised, compressed and written by a thread of the recorder's own.
     Background {
         batches: Option<SyncSender<Vec<u8>>>,
         worker: Option<JoinHandle<io::Result<W>>>,
@@ -170,22 +290,41 @@ fn gzip<W: Write>(w: W) -> GzEncoder<W> {
     GzEncoder::new(w, Compression::fast())
 }
 
+/// The background thread: serialises the packed lines of each batch, in
+/// order, and compresses them into `w`.
+fn serialize_batches<W: Write>(batches: Receiver<Vec<u8>>, w: W) -> io::Result<W> {
+    let mut out = gzip(w);
+    let mut json = Vec::with_capacity(2 * BATCH);
+    let mut position = 0;
+    for batch in batches {
+        let mut packed = &batch[..];
+        while let Some(line) = Line::unpack(&mut packed)? {
+            line.serialize(position, &mut json)?;
+            position += 1;
+        }
+        out.write_all(&json)?;
+        json.clear();
+    }
+    out.finish()
+}
+
 impl<W: Write> Recorder<W> {
-    /// A recorder writing a new record to `w`, compressing on the calling
-    /// thread.
+    /// A recorder writing a new record to `w`, serialising and compressing
+    /// on the calling thread.
     pub fn new(w: W) -> Self {
         Recorder {
             out: Sink::Inline(gzip(w)),
             position: 0,
-            lines: Vec::new(),
+            pending: Vec::new(),
         }
     }
 
     /// A recorder writing a new record to `w` from a thread of its own, so
-    /// that compressing and writing the record overlap with the caller's
-    /// work (the importer records while it applies; the compressor would
-    /// otherwise sit on the import's critical path). Memory stays bounded:
-    /// at most a few batches wait for the compressor.
+    /// that serialising, compressing and writing the record overlap with
+    /// the caller's work (the importer records while it applies; JSON,
+    /// base64 and deflate would otherwise sit on the import's critical
+    /// path). Memory stays bounded: at most a few batches wait for the
+    /// thread.
     pub fn in_background(w: W) -> io::Result<Self>
     where
         W: Send + 'static,
@@ -193,20 +332,14 @@ impl<W: Write> Recorder<W> {
         let (batches, rx) = sync_channel::<Vec<u8>>(BATCHES_IN_FLIGHT);
         let worker = std::thread::Builder::new()
             .name("strata-record".into())
-            .spawn(move || {
-                let mut out = gzip(w);
-                for batch in rx {
-                    out.write_all(&batch)?;
-                }
-                out.finish()
-            })?;
+            .spawn(move || serialize_batches(rx, w))?;
         Ok(Recorder {
             out: Sink::Background {
                 batches: Some(batches),
                 worker: Some(worker),
             },
             position: 0,
-            lines: Vec::with_capacity(BATCH),
+            pending: Vec::with_capacity(BATCH),
         })
     }
 
@@ -216,33 +349,14 @@ impl<W: Write> Recorder<W> {
         if raw.is_empty() {
             return Ok(());
         }
-        self.write(&EntryOut {
-            kind: SEGMENT_TYPE,
-            name: None,
-            name_raw: None,
-            size: 0,
-            payload: Some(BASE64.encode(raw)),
-            position: self.position,
-        })
+        self.write(Line::Segment(raw))
     }
 
     /// Records a tar entry: its name, the number of data bytes it has in
     /// the archive and their checksum (tar-split stores none when `size`
     /// is 0). Non-UTF-8 names go to `name_raw`, as tar-split does.
     pub fn file(&mut self, name: &[u8], size: u64, crc: Option<[u8; 8]>) -> io::Result<()> {
-        let (name, name_raw) = match std::str::from_utf8(name) {
-            Ok("") => (None, None),
-            Ok(s) => (Some(s), None),
-            Err(_) => (None, Some(BASE64.encode(name))),
-        };
-        self.write(&EntryOut {
-            kind: FILE_TYPE,
-            name,
-            name_raw,
-            size,
-            payload: crc.map(|c| BASE64.encode(c)),
-            position: self.position,
-        })
+        self.write(Line::File { name, size, crc })
     }
 
     /// Completes the gzip stream and returns the writer.
@@ -261,33 +375,34 @@ impl<W: Write> Recorder<W> {
         }
     }
 
-    fn write(&mut self, e: &EntryOut<'_>) -> io::Result<()> {
-        let start = self.lines.len();
-        serde_json::to_writer(&mut self.lines, e)?;
-        self.lines.push(b'\n');
-        self.position += 1;
+    fn write(&mut self, line: Line<'_>) -> io::Result<()> {
         match &mut self.out {
             Sink::Inline(out) => {
-                out.write_all(&self.lines[start..])?;
-                self.lines.clear();
+                line.serialize(self.position, &mut self.pending)?;
+                out.write_all(&self.pending)?;
+                self.pending.clear();
             }
-            Sink::Background { .. } if self.lines.len() >= BATCH => self.hand_over()?,
-            Sink::Background { .. } => {}
+            Sink::Background { .. } => {
+                line.pack(&mut self.pending);
+                if self.pending.len() >= BATCH {
+                    self.hand_over()?;
+                }
+            }
         }
+        self.position += 1;
         Ok(())
     }
 
-    /// Sends the pending lines to the background compressor. A closed
-    /// channel means the worker stopped on an error, which joining it
-    /// returns.
+    /// Sends the pending lines to the background thread. A closed channel
+    /// means the worker stopped on an error, which joining it returns.
     fn hand_over(&mut self) -> io::Result<()> {
         let Sink::Background { batches, worker } = &mut self.out else {
             return Ok(());
         };
-        if self.lines.is_empty() {
+        if self.pending.is_empty() {
             return Ok(());
         }
-        let batch = std::mem::replace(&mut self.lines, Vec::with_capacity(BATCH));
+        let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(BATCH));
         let sent = batches.as_ref().is_some_and(|tx| tx.send(batch).is_ok());
         if sent {
             return Ok(());

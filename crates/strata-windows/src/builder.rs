@@ -19,7 +19,7 @@ use std::io::{Read, Write};
 use strata_tar::{EntryKind, Header, TarWriter, Timestamp};
 
 use crate::attr;
-use crate::names::{WinName, check_component, classify};
+use crate::names::{WinName, check_component, classify, fold_case};
 use crate::records::WinRecords;
 use crate::sd;
 use crate::time::format_pax_time;
@@ -124,7 +124,7 @@ impl EntryMeta {
 pub struct LayerBuilder<W: Write> {
     tw: TarWriter<W>,
     opts: BuildOptions,
-    /// Lower-cased paths emitted so far (NTFS is case-insensitive).
+    /// Paths emitted so far, folded (NTFS compares names case-insensitively).
     seen: HashSet<Vec<u8>>,
     /// Directories emitted, exact case.
     dirs: HashSet<Vec<u8>>,
@@ -159,7 +159,7 @@ impl<W: Write> LayerBuilder<W> {
 
     /// Whether `path` (a layer path) was written already.
     pub fn has(&self, path: &[u8]) -> bool {
-        self.seen.contains(&path.to_ascii_lowercase())
+        self.seen.contains(&fold_case(path))
     }
 
     /// Writes a directory (and any missing parents). A directory written
@@ -382,7 +382,7 @@ impl<W: Write> LayerBuilder<W> {
             Ok(_) => return Err(bad("is a stream or whiteout name, not an object".into())),
             Err(e) => return Err(bad(e.reason)),
         }
-        if !self.seen.insert(path.to_ascii_lowercase()) {
+        if !self.seen.insert(fold_case(path)) {
             return Err(bad("written twice (NTFS names are case-insensitive)".into()));
         }
         Ok(())
@@ -394,7 +394,7 @@ impl<W: Write> LayerBuilder<W> {
         for i in 1..comps.len() {
             let p = comps[..i].join(&b'/');
             if !self.dirs.contains(&p) {
-                if self.seen.contains(&p.to_ascii_lowercase()) {
+                if self.seen.contains(&fold_case(&p)) {
                     return Err(BuildError::Order {
                         path: shown(path),
                         reason: format!("parent {:?} is not a directory", shown(&p)),

@@ -32,7 +32,7 @@ pub use index::{
     INDEX_FILE, INDEX_VERSION, IndexEntry, IndexError, IndexWriter, Kind, LayerIndex, Record, Role,
 };
 pub use names::{
-    NameError, Top, WinName, check_component, classify, hard_link_target, tree_root,
+    NameError, Top, WinName, check_component, classify, fold_case, hard_link_target, tree_root,
     view_symlink_target,
 };
 pub use records::{

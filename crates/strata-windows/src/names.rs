@@ -74,6 +74,28 @@ impl WinName {
     }
 }
 
+/// `name` folded as NTFS compares names, so two names that fold alike
+/// name one object: every character upper-cased by its one-character
+/// mapping (NTFS's upcase table has no others, so `ß` stays `ß`), and
+/// bytes that are not UTF-8 left as they are.
+pub fn fold_case(name: &[u8]) -> Vec<u8> {
+    match std::str::from_utf8(name) {
+        Ok(s) if s.is_ascii() => s.to_ascii_uppercase().into_bytes(),
+        Ok(s) => {
+            let mut out = String::with_capacity(s.len());
+            for c in s.chars() {
+                let mut up = c.to_uppercase();
+                match (up.next(), up.next()) {
+                    (Some(u), None) => out.push(u),
+                    _ => out.push(c),
+                }
+            }
+            out.into_bytes()
+        }
+        Err(_) => name.to_ascii_uppercase(),
+    }
+}
+
 /// Why a name was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{reason}")]
@@ -370,6 +392,21 @@ mod tests {
 
     fn obj(p: &str) -> WinName {
         classify(p.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn names_fold_as_ntfs_compares_them() {
+        let same = |a: &str, b: &str| fold_case(a.as_bytes()) == fold_case(b.as_bytes());
+        assert!(same("Files/Windows/System32", "FILES/windows/SYSTEM32"));
+        assert!(same("Ünïcødé.TXT", "üNÏCØDÉ.txt"));
+        assert!(same("Σίσυφος", "ΣΊΣΥΦΟΣ"));
+        // one-character mappings only, as NTFS's upcase table
+        assert!(!same("straße", "STRASSE"));
+        assert!(!same("a.txt", "a.txt "));
+        // bytes that are not UTF-8 fold as ASCII and keep the rest
+        assert_eq!(fold_case(b"a\xff"), fold_case(b"A\xff"));
+        assert_ne!(fold_case(b"a\xff"), fold_case(b"a\xfe"));
+        assert_eq!(fold_case(b"a\xffb"), b"A\xffB");
     }
 
     #[test]

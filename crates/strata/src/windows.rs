@@ -1,9 +1,9 @@
 //! `strata windows-layer`: build Windows container layers on Linux and
 //! inspect them.
 //!
-//! `build SRC -o OUT.tar` turns a directory, or a Linux layer tar
-//! (extracted first into a private temporary directory), into a Windows
-//! delta layer by the spec's rules (strata-windows' `LayerBuilder`):
+//! `build SRC -o OUT.tar` turns a directory, or a Linux layer tar (read
+//! entry by entry, so no root and no scratch space are needed), into a
+//! Windows delta layer by the spec's rules (strata-windows' `LayerBuilder`):
 //! `Files/` and `Hives/` first, parents before children, `Files/` on names
 //! and hard-link targets, attributes, a security descriptor on every entry
 //! (BuildKit's defaults, or `--sddl`), creation times, whiteouts for
@@ -16,7 +16,7 @@
 //! descriptor as SDDL (decoded here), EAs, streams, link targets, times and
 //! records nobody interprets.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -29,7 +29,7 @@ use strata_fs::{Root, Visitor, WalkControl, WalkEntry, display_path};
 use strata_tar::{EntryKind, TarReader, Timestamp};
 use strata_windows::{
     BuildOptions, EntryMeta, IndexEntry, Kind, LayerBuilder, LayerIndex, Role, WinName, WinRecords,
-    attr, binary_to_sddl, classify, windows_link_text,
+    attr, binary_to_sddl, classify, fold_case, windows_link_text,
 };
 
 /// `strata windows-layer ...`.
@@ -86,21 +86,29 @@ pub fn run(
 
 fn build(a: BuildArgs, json_out: bool) -> Result<()> {
     let meta = std::fs::metadata(&a.src).with_context(|| format!("{}", a.src.display()))?;
+    // Dereferencing needs the whole tree at hand, so a tar is extracted
+    // for it (as root: owners and overlay whiteouts); any other tar is
+    // converted as it is read.
     let _extracted;
     let src_dir = if meta.is_dir() {
-        a.src.clone()
-    } else {
+        Some(a.src.clone())
+    } else if a.dereference {
         let t = TempDir::new()?;
         extract(&a.src, &t.0)?;
         let p = t.0.clone();
         _extracted = t;
-        p
+        Some(p)
+    } else {
+        None
     };
     let mut opts = BuildOptions::new()?;
     if let Some(s) = &a.sddl {
         opts = opts.with_sddl(s).with_context(|| "--sddl")?;
     }
-    let src = Root::open(&src_dir).with_context(|| format!("open {}", src_dir.display()))?;
+    let src = src_dir
+        .as_ref()
+        .map(|d| Root::open(d).with_context(|| format!("open {}", d.display())))
+        .transpose()?;
     let lower = a
         .lower
         .as_ref()
@@ -111,27 +119,37 @@ fn build(a: BuildArgs, json_out: bool) -> Result<()> {
         inner: BufWriter::with_capacity(1 << 20, out),
         n: 0,
     };
-    let b = LayerBuilder::new(&mut counter, opts)?;
-    let mut w = Walker {
-        src: &src,
-        lower: lower.as_ref(),
-        b,
-        dereference: a.dereference,
-        inodes: HashMap::new(),
-        err: None,
+    let mut b = LayerBuilder::new(&mut counter, opts)?;
+    let built = match &src {
+        Some(src) => {
+            let mut w = Walker {
+                src,
+                lower: lower.as_ref(),
+                b: &mut b,
+                dereference: a.dereference,
+                inodes: HashMap::new(),
+                err: None,
+            };
+            let r = strata_fs::walk(src, b"", &mut w);
+            match (w.err.take(), r) {
+                (Some(e), _) => Err(e),
+                (None, r) => r.map_err(Into::into),
+            }
+        }
+        None => from_tar(&a.src, &mut b, lower.as_ref()),
     };
-    let r = strata_fs::walk(&src, b"", &mut w);
-    if let Some(e) = w.err.take() {
-        let _ = std::fs::remove_file(&a.output);
-        return Err(e);
-    }
-    if let Err(e) = r {
-        let _ = std::fs::remove_file(&a.output);
-        return Err(e.into());
-    }
-    let entries = w.b.entries();
-    w.b.finish()?;
-    counter.flush().context("write the layer")?;
+    let finished = built.and_then(|()| {
+        let entries = b.entries();
+        b.finish()?.flush().context("write the layer")?;
+        Ok(entries)
+    });
+    let entries = match finished {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = std::fs::remove_file(&a.output);
+            return Err(e);
+        }
+    };
     if json_out {
         println!(
             "{}",
@@ -147,11 +165,142 @@ fn build(a: BuildArgs, json_out: bool) -> Result<()> {
     Ok(())
 }
 
+/// Converts a Linux layer tar as it is read: directories, files, hard
+/// links and whiteouts in tar order; symlinks once every directory is
+/// known (Windows needs to know whether a link names a directory); then
+/// the whiteouts that expand opaque directories against `lower`.
+fn from_tar<W: Write>(tar: &Path, b: &mut LayerBuilder<W>, lower: Option<&Root>) -> Result<()> {
+    let f = File::open(tar).with_context(|| format!("open {}", tar.display()))?;
+    let plain = strata_driver::plain_tar(io::BufReader::new(f))
+        .with_context(|| format!("read {}", tar.display()))?;
+    let mut reader = TarReader::new(plain);
+    // Folded, as NTFS compares names.
+    let mut dirs: HashSet<Vec<u8>> = HashSet::new();
+    let mut symlinks = Vec::new();
+    let mut opaque = Vec::new();
+    while let Some(h) = reader
+        .next_entry()
+        .with_context(|| format!("read {}", tar.display()))?
+    {
+        let rel = strata_fs::clean_path(&h.path)
+            .with_context(|| format!("{}: entry name", display_path(&h.path)))?;
+        if rel.is_empty() {
+            continue; // the layer root
+        }
+        let at = || display_path(&h.path);
+        let (dir, name) = match rel.iter().rposition(|&c| c == b'/') {
+            Some(i) => (&rel[..i], &rel[i + 1..]),
+            None => (&b""[..], &rel[..]),
+        };
+        let meta = EntryMeta::at(h.mtime);
+        if name == b".wh..wh..opq" {
+            lower_names(lower, dir)?;
+            opaque.push(dir.to_vec());
+            continue;
+        }
+        if let Some(gone) = name.strip_prefix(b".wh.") {
+            b.whiteout(&layer_path(&strata_fs::join_path(dir, gone)))
+                .with_context(at)?;
+            continue;
+        }
+        let path = layer_path(&rel);
+        match h.kind {
+            EntryKind::Directory => {
+                b.dir(&path, &meta).with_context(at)?;
+                dirs.insert(fold_case(&rel));
+                let opaque_xattr = h.xattrs.iter().any(|(k, v)| {
+                    (k == b"trusted.overlay.opaque" || k == b"user.overlay.opaque") && v == b"y"
+                });
+                if opaque_xattr {
+                    lower_names(lower, &rel)?;
+                    opaque.push(rel.clone());
+                }
+            }
+            EntryKind::Regular if h.sparse.is_some() => {
+                bail!("{}: sparse files cannot be in a Windows layer", at())
+            }
+            EntryKind::Regular => {
+                b.file(&path, &meta, h.size, &mut reader.data())
+                    .with_context(at)?;
+            }
+            EntryKind::HardLink => {
+                let target = strata_fs::clean_path(&h.link_name)
+                    .with_context(|| format!("{}: hard link target", at()))?;
+                let target = layer_path(&target);
+                if !b.has(&target) {
+                    bail!(
+                        "{}: hard link to {}, which is not earlier in the tar",
+                        at(),
+                        display_path(&h.link_name)
+                    );
+                }
+                b.hard_link(&path, &target, None).with_context(at)?;
+            }
+            EntryKind::Symlink => match windows_link_text(&h.link_name) {
+                Some(text) => symlinks.push((rel.clone(), meta, text, h.link_name.clone())),
+                None => bail!(
+                    "{}: absolute symlink to {} has no meaning on Windows \
+                     (use --dereference to store what it points to)",
+                    at(),
+                    display_path(&h.link_name)
+                ),
+            },
+            EntryKind::CharDevice if h.dev_major == 0 && h.dev_minor == 0 => {
+                b.whiteout(&path).with_context(at)?;
+            }
+            other => bail!("{}: a {other:?} cannot be in a Windows layer", at()),
+        }
+    }
+    for (rel, meta, text, target) in symlinks {
+        let dir = match rel.iter().rposition(|&c| c == b'/') {
+            Some(i) => &rel[..i],
+            None => b"",
+        };
+        // Resolved lexically from the link's directory, inside the layer;
+        // a target that climbs out or is not a directory of this layer or
+        // the ones below is taken for a file.
+        let resolved = strata_fs::clean_path(&strata_fs::join_path(dir, &target)).ok();
+        let is_dir = resolved.is_some_and(|t| {
+            dirs.contains(&fold_case(&t)) || lower.is_some_and(|l| l.open_dir(&t).is_ok())
+        });
+        b.symlink(&layer_path(&rel), &meta, &text, is_dir, false)
+            .with_context(|| display_path(&rel))?;
+    }
+    for dir in opaque {
+        for n in lower_names(lower, &dir)? {
+            let p = layer_path(&strata_fs::join_path(&dir, &n));
+            if !b.has(&p) {
+                b.whiteout(&p).with_context(|| display_path(&p))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The names in the layers below (`lower`) of directory `rel`, which an
+/// opaque directory of the source hides: each needs a whiteout unless the
+/// source has it again.
+fn lower_names(lower: Option<&Root>, rel: &[u8]) -> Result<Vec<Vec<u8>>> {
+    let Some(lower) = lower else {
+        bail!(
+            "{}: opaque directory; give the layers below with --lower to expand it into whiteouts",
+            display_path(rel)
+        );
+    };
+    match lower.open_dir(rel) {
+        Ok(fd) => {
+            let mut d = rustix::fs::Dir::read_from(&fd)?;
+            Ok(strata_fs::dir_names(&mut d, rel)?)
+        }
+        Err(_) => Ok(Vec::new()),
+    }
+}
+
 /// Walks the source and feeds the builder.
-struct Walker<'a, W: Write> {
+struct Walker<'a, 'b, W: Write> {
     src: &'a Root,
     lower: Option<&'a Root>,
-    b: LayerBuilder<W>,
+    b: &'b mut LayerBuilder<W>,
     dereference: bool,
     /// (dev, ino) of files with several names -> the first one's layer path.
     inodes: HashMap<(u64, u64), Vec<u8>>,
@@ -171,7 +320,7 @@ fn mtime_of(st: &rustix::fs::Stat) -> Timestamp {
     }
 }
 
-impl<W: Write> Walker<'_, W> {
+impl<W: Write> Walker<'_, '_, W> {
     fn entry(&mut self, rel: &[u8], st: &rustix::fs::Stat) -> Result<WalkControl> {
         let path = layer_path(rel);
         let meta = EntryMeta::at(mtime_of(st));
@@ -231,20 +380,7 @@ impl<W: Write> Walker<'_, W> {
     /// Whiteouts for everything below `rel` in the lower layers that the
     /// source does not have again.
     fn opaque(&mut self, rel: &[u8]) -> Result<()> {
-        let Some(lower) = self.lower else {
-            bail!(
-                "{}: opaque directory; give the layers below with --lower to expand it into whiteouts",
-                display_path(rel)
-            );
-        };
-        let names = match lower.open_dir(rel) {
-            Ok(fd) => {
-                let mut d = rustix::fs::Dir::read_from(&fd)?;
-                strata_fs::dir_names(&mut d, rel)?
-            }
-            Err(_) => Vec::new(),
-        };
-        for n in names {
+        for n in lower_names(self.lower, rel)? {
             let p = strata_fs::join_path(rel, &n);
             if self.src.lstat(&p)?.is_none() {
                 self.b.whiteout(&layer_path(&p))?;
@@ -311,7 +447,7 @@ impl<W: Write> Walker<'_, W> {
     }
 }
 
-impl<W: Write> Visitor for Walker<'_, W> {
+impl<W: Write> Visitor for Walker<'_, '_, W> {
     fn visit(&mut self, e: &WalkEntry<'_>) -> strata_fs::Result<WalkControl> {
         match self.entry(e.path, e.stat) {
             Ok(c) => Ok(c),
@@ -327,7 +463,8 @@ impl<W: Write> Visitor for Walker<'_, W> {
 }
 
 /// Extracts a Linux layer tar into `dir` with overlay-style whiteouts (so
-/// deletions and opaque directories survive as the source's own).
+/// deletions and opaque directories survive as the source's own), for
+/// `--dereference`, which must resolve links against the whole tree.
 fn extract(tar: &Path, dir: &Path) -> Result<()> {
     let f = File::open(tar).with_context(|| format!("open {}", tar.display()))?;
     let root = Root::open(dir)?;

@@ -25,7 +25,7 @@
 //! refuse reparse points on the way, and it keeps every path inside the
 //! tree it names.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
@@ -39,7 +39,7 @@ use strata_layer::{Applier, ApplyError, ApplyOptions, ApplyStats, Problem, White
 use strata_tar::{EntryKind, Header, record_stream};
 use strata_windows::{
     INDEX_FILE, IndexEntry, IndexWriter, Kind, LayerIndex, Role, SecurityDescriptor, Top, WinName,
-    WinRecords, classify, hard_link_target, mutated_backup, view_symlink_target,
+    WinRecords, classify, fold_case, hard_link_target, mutated_backup, view_symlink_target,
 };
 
 use crate::driver::ApplyResult;
@@ -74,8 +74,12 @@ impl ParentLayer {
             .index
             .get_or_init(|| super::read_index(&self.dir).ok().flatten());
         let Some(idx) = idx else { return false };
-        idx.tombstones()
-            .any(|t| path == t || (path.starts_with(t) && path.get(t.len()) == Some(&b'/')))
+        // Compared folded, as NTFS compares names.
+        let path = fold_case(path);
+        idx.tombstones().any(|t| {
+            let t = fold_case(t);
+            path == t || (path.starts_with(&t) && path.get(t.len()) == Some(&b'/'))
+        })
     }
 }
 
@@ -114,7 +118,7 @@ pub(super) fn import(
         let iw = IndexWriter::in_background(io::BufWriter::new(index_file), parents.is_empty())
             .map_err(stream_err("writing the layer index"))?;
         let mut imp = Importer::new(&root, dir, parents, iw);
-        let summary =
+        let mut summary =
             record_stream(reader, rec, |h, data| imp.entry(h, data)).map_err(|e| match e {
                 strata_tar::RecordError::Tar(t) => ApplyError::Tar(t),
                 strata_tar::RecordError::Entry(e) => e,
@@ -127,6 +131,7 @@ pub(super) fn import(
                     source,
                 },
             })?;
+        summary.duplicates.append(&mut imp.respelt);
         let (size, entries) = imp.finish()?;
         std::fs::rename(&index_tmp, dir.join(INDEX_FILE))
             .map_err(stream_err("renaming the layer index"))?;
@@ -150,14 +155,87 @@ struct Importer<'a> {
     sds_ok: HashSet<Vec<u8>>,
     /// Symlinks this layer made: nothing may be written through them.
     symlinks: HashSet<Vec<u8>>,
-    /// Regular files this layer holds (hard-link targets inside it).
-    files: HashSet<Vec<u8>>,
+    /// Regular files this layer holds (hard-link targets inside it), with
+    /// the tar name that wrote each.
+    files: HashMap<Vec<u8>, Vec<u8>>,
+    /// Tar names of files that replaced a file of this layer spelt in
+    /// another case: the directory holds one file for both entries, so the
+    /// record cannot be replayed from it.
+    respelt: Vec<Vec<u8>>,
     /// The regular file whose streams may follow.
     last_file: Option<Vec<u8>>,
     /// `Files/`-relative targets of this layer's tombstones.
     whiteouts: Vec<Vec<u8>>,
+    spellings: Spellings<'a>,
     size: u64,
     entries: u64,
+}
+
+/// The spelling of every path of the chain as NTFS resolves names: a path
+/// that differs from a known one only in case names the same object, so it
+/// takes the known spelling (the first one seen in this layer, else the
+/// nearest parent's). Without this, a delta writing `Files/WINDOWS/x` over
+/// a parent's `Files/Windows` would show two directories in the view, and
+/// a tombstone or hard link spelt differently would miss its target.
+struct Spellings<'a> {
+    parents: &'a [ParentLayer],
+    /// Folded path -> the path as spelt.
+    known: HashMap<Vec<u8>, Vec<u8>>,
+    /// Folded directories whose entries in the parents were read.
+    listed: HashSet<Vec<u8>>,
+}
+
+impl<'a> Spellings<'a> {
+    fn new(parents: &'a [ParentLayer]) -> Spellings<'a> {
+        Spellings {
+            parents,
+            known: HashMap::new(),
+            listed: HashSet::new(),
+        }
+    }
+
+    /// The spelling of the layer path `path`, which it keeps from now on
+    /// if it is new.
+    fn spell(&mut self, path: &[u8]) -> Vec<u8> {
+        let key = fold_case(path);
+        if let Some(p) = self.known.get(&key) {
+            return p.clone();
+        }
+        let (dir, name) = split_last(path);
+        let dir = if dir.is_empty() {
+            Vec::new()
+        } else {
+            self.spell(dir)
+        };
+        self.list_parents(&dir);
+        if let Some(p) = self.known.get(&key) {
+            return p.clone();
+        }
+        let p = strata_fs::join_path(&dir, name);
+        self.known.insert(key, p.clone());
+        p
+    }
+
+    /// Learns the parents' spellings of the entries of directory `dir`
+    /// (spelt), nearest parent first, once per directory.
+    fn list_parents(&mut self, dir: &[u8]) {
+        if self.parents.is_empty() || !self.listed.insert(fold_case(dir)) {
+            return;
+        }
+        for p in self.parents {
+            // A directory a parent lacks (or cannot show) has no spellings.
+            let names = Root::open(&p.dir).ok().and_then(|r| {
+                let fd = r.open_dir(dir).ok()?;
+                let mut d = rustix::fs::Dir::read_from(&fd).ok()?;
+                strata_fs::dir_names(&mut d, dir).ok()
+            });
+            let Some(names) = names else { continue };
+            for n in names {
+                let path = strata_fs::join_path(dir, &n);
+                self.known.entry(fold_case(&path)).or_insert(path);
+            }
+        }
+    }
 }
 
 impl<'a> Importer<'a> {
@@ -180,9 +258,11 @@ impl<'a> Importer<'a> {
             index,
             sds_ok: HashSet::new(),
             symlinks: HashSet::new(),
-            files: HashSet::new(),
+            files: HashMap::new(),
+            respelt: Vec::new(),
             last_file: None,
             whiteouts: Vec::new(),
+            spellings: Spellings::new(parents),
             size: 0,
             entries: 0,
         }
@@ -225,6 +305,23 @@ impl<'a> Importer<'a> {
                 self.sds_ok.insert(sd.clone());
             }
         }
+        let name = match name {
+            WinName::Object { path, top } => WinName::Object {
+                path: self.spellings.spell(&path),
+                top,
+            },
+            WinName::Tombstone { path, target, top } => WinName::Tombstone {
+                target: self.spellings.spell(&target),
+                path,
+                top,
+            },
+            WinName::Stream { path, file, stream } => WinName::Stream {
+                file: self.spellings.spell(&file),
+                path,
+                stream,
+            },
+            opaque @ WinName::Opaque { .. } => opaque,
+        };
         self.check_no_symlink_parent(&h.path, name.path())?;
         let base = self.parents.is_empty();
         let entry = match name {
@@ -328,7 +425,11 @@ impl<'a> Importer<'a> {
                             .map_err(|e| refuse(&h.path, format!("sync {bak}: {e}")))?;
                     }
                 }
-                self.files.insert(path.clone());
+                if let Some(before) = self.files.insert(path.clone(), h.path.clone())
+                    && strata_fs::clean_path(&before).ok() != strata_fs::clean_path(&h.path).ok()
+                {
+                    self.respelt.push(h.path.clone());
+                }
                 self.size += h.size;
                 self.last_file = Some(path.clone());
             }
@@ -346,8 +447,9 @@ impl<'a> Importer<'a> {
                 };
                 let target =
                     hard_link_target(&name, &h.link_name).map_err(|e| refuse(&h.path, e.reason))?;
+                let target = self.spellings.spell(&target);
                 self.check_no_symlink_parent(&h.path, &target)?;
-                let cross = if self.files.contains(&target) {
+                let cross = if self.files.contains_key(&target) {
                     let mut h2 = plain(h, path.clone(), 0o644);
                     h2.link_name = target.clone();
                     self.applier.apply(&h2, data)?;
@@ -356,7 +458,7 @@ impl<'a> Importer<'a> {
                     self.link_from_parent(h, &path, &target)?;
                     true
                 };
-                self.files.insert(path.clone());
+                self.files.insert(path.clone(), h.path.clone());
                 self.symlinks.remove(&path);
                 let mut e = IndexEntry::from_header(h, kind, Role::Link, path);
                 e.target = target;

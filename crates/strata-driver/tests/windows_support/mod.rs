@@ -47,7 +47,7 @@ fn recs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 /// go-winio's records for an entry: creation time, attributes, SD, times.
-fn winio(attr: u32, sddl: Option<&str>, t: i64) -> Vec<(String, String)> {
+pub fn winio(attr: u32, sddl: Option<&str>, t: i64) -> Vec<(String, String)> {
     let mut r = vec![
         (
             "LIBARCHIVE.creationtime".to_string(),
