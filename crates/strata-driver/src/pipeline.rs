@@ -11,7 +11,7 @@ use std::sync::{Condvar, Mutex, PoisonError, mpsc};
 
 use strata_fs::Root;
 use strata_layer::{Applier, ApplyError, ApplyOptions, ApplyStats, WhiteoutMode};
-use strata_tar::{RecordSummary, Recorder, TarReader};
+use strata_tar::{ChunkSource, RecordSummary, Recorder, TarReader};
 
 use crate::decompress::{self, Compression};
 use crate::digest::DigestReader;
@@ -86,7 +86,7 @@ pub(crate) fn import_stream(
     tar: &mut (dyn Read + Send),
     decompress: bool,
     apply: impl FnOnce(
-        &mut TarReader<&mut (dyn Read + Send)>,
+        &mut TarReader<&mut ChunkReader>,
         &mut Record,
     ) -> Result<(ApplyStats, RecordSummary), ApplyError>,
 ) -> crate::Result<ApplyResult> {
@@ -103,8 +103,8 @@ pub(crate) fn import_stream(
     };
     let compression = Compression::detect(&head);
     let mut src = (&head[..]).chain(tar);
-    let apply = |r: &mut (dyn Read + Send)| -> Result<_, ApplyError> {
-        let mut reader = TarReader::new(r);
+    let apply = |r: &mut ChunkReader| -> Result<_, ApplyError> {
+        let mut reader = TarReader::over_chunks(r);
         let record_error = |source| ApplyError::Stream {
             what: "writing the tar-split record",
             source,
@@ -177,9 +177,9 @@ pub(crate) fn import_stream(
 /// trailing bytes after the tar's end blocks, as an engine's diffID does);
 /// when it fails the thread stops at once, so a rejected stream is not
 /// drained.
-pub fn read_ahead<T, E>(
+pub(crate) fn read_ahead<T, E>(
     src: &mut (dyn Read + Send),
-    consume: impl FnOnce(&mut (dyn Read + Send)) -> Result<T, E>,
+    consume: impl FnOnce(&mut ChunkReader) -> Result<T, E>,
 ) -> Result<(T, io::Result<StreamFacts>), E> {
     let stop = AtomicBool::new(false);
     let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(DEPTH);
@@ -293,8 +293,9 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-/// The applier's side: a `Read` over the chunks the thread sends.
-struct ChunkReader {
+/// The applier's side: the chunks the thread sends, as a `Read` or handed
+/// over whole ([`ChunkSource`]: the tar reader parses them in place).
+pub(crate) struct ChunkReader {
     rx: mpsc::Receiver<io::Result<Vec<u8>>>,
     recycle: mpsc::Sender<Vec<u8>>,
     cur: Vec<u8>,
@@ -318,6 +319,31 @@ impl Read for ChunkReader {
         buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
+    }
+}
+
+impl ChunkSource for ChunkReader {
+    fn next_chunk(&mut self, chunk: &mut Vec<u8>) -> io::Result<()> {
+        let next = if self.pos < self.cur.len() {
+            // The rest of a chunk `read` began (not done by a tar reader,
+            // which takes whole chunks; kept correct all the same).
+            let mut rest = std::mem::take(&mut self.cur);
+            rest.drain(..self.pos);
+            self.pos = 0;
+            rest
+        } else {
+            match self.rx.recv() {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => return Err(e),
+                Err(_) => Vec::new(),
+            }
+        };
+        let spent = std::mem::replace(chunk, next);
+        if spent.capacity() > 0 {
+            // The reader may be gone already; then the buffer is just dropped.
+            let _ = self.recycle.send(spent);
+        }
+        Ok(())
     }
 }
 

@@ -66,7 +66,10 @@ enum State {
 /// the same error rather than resynchronising mid-stream.
 pub struct TarReader<R: Read> {
     inner: R,
-    buf: Box<[u8]>,
+    buf: Vec<u8>,
+    /// How `buf` is refilled when `inner` hands out its own chunks
+    /// ([`TarReader::over_chunks`]); `None`: read into `buf`.
+    next_chunk: Option<NextChunk<R>>,
     pos: usize,
     len: usize,
     /// Stream offset of `buf[pos]`: bytes handed out so far.
@@ -120,12 +123,43 @@ impl Pending {
     }
 }
 
+/// [`ChunkSource::next_chunk`] of a reader's source.
+type NextChunk<R> = fn(&mut R, &mut Vec<u8>) -> io::Result<()>;
+
+/// A stream that is read ahead into chunks of its own (a read-ahead
+/// thread's buffers): [`TarReader::over_chunks`] parses those chunks in
+/// place instead of copying them into a buffer of its own.
+pub trait ChunkSource {
+    /// Replaces `chunk` (spent: the source may reuse its allocation) with
+    /// the stream's next bytes; an empty chunk means the end.
+    fn next_chunk(&mut self, chunk: &mut Vec<u8>) -> io::Result<()>;
+}
+
+impl<T: ChunkSource + ?Sized> ChunkSource for &mut T {
+    fn next_chunk(&mut self, chunk: &mut Vec<u8>) -> io::Result<()> {
+        (**self).next_chunk(chunk)
+    }
+}
+
+impl<R: Read + ChunkSource> TarReader<R> {
+    /// A reader over the chunks `r` hands out: each becomes the reader's
+    /// buffer as it is, so headers and file data are read where the source
+    /// put them, one copy fewer than [`new`](Self::new).
+    pub fn over_chunks(r: R) -> Self {
+        let mut t = TarReader::new(r);
+        t.buf = Vec::new();
+        t.next_chunk = Some(R::next_chunk);
+        t
+    }
+}
+
 impl<R: Read> TarReader<R> {
     /// A reader over `r`. `r` need not be buffered: the reader buffers.
     pub fn new(r: R) -> Self {
         TarReader {
             inner: r,
-            buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
+            buf: vec![0u8; BUF_SIZE],
+            next_chunk: None,
             pos: 0,
             len: 0,
             consumed: 0,
@@ -228,7 +262,7 @@ impl<R: Read> TarReader<R> {
             buf[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
             self.pos += n;
             n
-        } else if want >= DIRECT_READ_MIN {
+        } else if want >= DIRECT_READ_MIN && self.next_chunk.is_none() {
             // Reading no more than the entry's data keeps the next header in
             // the underlying stream for the buffered path.
             self.read_inner_direct(&mut buf[..want])?
@@ -266,6 +300,12 @@ impl<R: Read> TarReader<R> {
     fn fill(&mut self) -> io::Result<usize> {
         if self.pos < self.len {
             return Ok(self.len - self.pos);
+        }
+        if let Some(next) = self.next_chunk {
+            next(&mut self.inner, &mut self.buf)?;
+            self.pos = 0;
+            self.len = self.buf.len();
+            return Ok(self.len);
         }
         loop {
             match self.inner.read(&mut self.buf) {

@@ -14,7 +14,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::read_all_checked;
+use common::{Chunks, read_all_checked, read_all_checked_with};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use strata_tar::{EntryKind, Header, Sparse, SparseChunk, TarReader, TarWriter, Timestamp};
@@ -218,8 +218,27 @@ proptest! {
         // Deterministic, and idempotent: what was read writes back to the
         // same bytes (generated PAX records in `pax` are not copied).
         prop_assert!(write_all(&entries) == archive);
-        let again: Vec<_> = back.into_iter().map(|e| (e.header, e.data)).collect();
+        let again: Vec<_> = back.iter().map(|e| (e.header.clone(), e.data.clone())).collect();
         prop_assert!(write_all(&again) == archive);
+    }
+
+    /// A reader over a read-ahead thread's chunks, whatever their sizes
+    /// (a header or a file's data split anywhere), reads what a reader
+    /// over the bytes reads, and its raw record is as exact.
+    #[test]
+    fn chunks_of_any_size_read_as_the_stream(
+        entries in vec(arb_header(), 1..6),
+        sizes in vec(1usize..3000, 1..8),
+    ) {
+        let archive = write_all(&entries);
+        let plain = read_all_checked(&archive);
+        let chunks = Chunks { data: &archive, sizes, next: 0 };
+        let chunked = read_all_checked_with(TarReader::over_chunks(chunks), &archive);
+        prop_assert_eq!(plain.len(), chunked.len());
+        for (a, b) in plain.iter().zip(&chunked) {
+            prop_assert_eq!(&a.header, &b.header);
+            prop_assert!(a.data == b.data);
+        }
     }
 }
 

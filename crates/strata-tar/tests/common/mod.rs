@@ -14,7 +14,11 @@ pub struct Entry {
 /// Reads every entry of `archive` with raw recording on, reading all data,
 /// and checks that raw + data concatenation rebuilds `archive` exactly.
 pub fn read_all_checked(archive: &[u8]) -> Vec<Entry> {
-    let mut r = TarReader::new(archive);
+    read_all_checked_with(TarReader::new(archive), archive)
+}
+
+/// [`read_all_checked`] with the reader given (e.g. one over chunks).
+pub fn read_all_checked_with<R: Read>(mut r: TarReader<R>, archive: &[u8]) -> Vec<Entry> {
     r.set_record_raw(true);
     let mut rebuilt = Vec::with_capacity(archive.len());
     let mut out = Vec::new();
@@ -125,4 +129,30 @@ pub fn ext_entry(flag: u8, data: &[u8]) -> Vec<u8> {
     let mut out = ustar_block(b"././@ext", flag, data.len() as u64).to_vec();
     push_padded(&mut out, data);
     out
+}
+
+/// `data` handed out in chunks of the sizes given (cycled), as a read-ahead
+/// thread does; reading it as a plain `Read` fails, so a reader over it
+/// must take the chunks.
+pub struct Chunks<'a> {
+    pub data: &'a [u8],
+    pub sizes: Vec<usize>,
+    pub next: usize,
+}
+
+impl Read for Chunks<'_> {
+    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+        Err(std::io::Error::other("a chunk source is not read"))
+    }
+}
+
+impl strata_tar::ChunkSource for Chunks<'_> {
+    fn next_chunk(&mut self, chunk: &mut Vec<u8>) -> std::io::Result<()> {
+        let n = self.sizes[self.next % self.sizes.len()].min(self.data.len());
+        self.next += 1;
+        chunk.clear();
+        chunk.extend_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(())
+    }
 }
