@@ -251,7 +251,7 @@ impl LayerIndex {
     pub fn to_bytes(&self) -> Result<Vec<u8>, IndexError> {
         let mut w = IndexWriter::inline(Vec::new(), self.base)?;
         for e in &self.entries {
-            w.push(e.clone())?;
+            w.push(e)?;
         }
         Ok(w.finish()?)
     }
@@ -298,18 +298,16 @@ struct Head {
     base: bool,
 }
 
-/// Serialised entries handed to the compressor at a time (inline).
+/// Serialised entries handed to the compressor at a time.
 const BATCH: usize = 256 << 10;
-/// Entries handed to the background thread at a time.
-const ENTRIES_PER_BATCH: usize = 512;
-/// Batches waiting for the background thread, at most.
+/// Batches waiting for the compressor, at most.
 const BATCHES_IN_FLIGHT: usize = 4;
 
-/// Where an [`IndexWriter`] serialises and compresses.
+/// Where an [`IndexWriter`] compresses.
 enum Sink<W: Write> {
     Inline(flate2::write::GzEncoder<W>),
     Background {
-        batches: Option<SyncSender<Vec<IndexEntry>>>,
+        batches: Option<SyncSender<Vec<u8>>>,
         worker: Option<JoinHandle<io::Result<W>>>,
     },
 }
@@ -317,97 +315,69 @@ enum Sink<W: Write> {
 /// Writes an index entry by entry, as an import produces them.
 pub struct IndexWriter<W: Write> {
     sink: Sink<W>,
-    /// Inline: serialised lines not yet compressed.
     lines: Vec<u8>,
-    /// Background: entries not yet handed over.
-    pending: Vec<IndexEntry>,
 }
 
 fn gzip<W: Write>(w: W) -> flate2::write::GzEncoder<W> {
     flate2::write::GzEncoder::new(w, flate2::Compression::fast())
 }
 
-/// Appends the index's first line.
-fn head_line(out: &mut Vec<u8>, base: bool) -> io::Result<()> {
-    serde_json::to_writer(
-        &mut *out,
-        &Head {
-            version: INDEX_VERSION,
-            base,
-        },
-    )?;
-    out.push(b'\n');
-    Ok(())
-}
-
-/// Appends one entry's line.
-fn entry_line(out: &mut Vec<u8>, e: &IndexEntry) -> io::Result<()> {
-    serde_json::to_writer(&mut *out, e)?;
-    out.push(b'\n');
-    Ok(())
-}
-
 impl<W: Write> IndexWriter<W> {
-    /// A writer serialising and compressing on the calling thread.
+    /// A writer compressing on the calling thread.
     pub fn inline(w: W, base: bool) -> io::Result<IndexWriter<W>> {
-        let mut lines = Vec::new();
-        head_line(&mut lines, base)?;
-        Ok(IndexWriter {
+        let mut iw = IndexWriter {
             sink: Sink::Inline(gzip(w)),
-            lines,
-            pending: Vec::new(),
-        })
+            lines: Vec::new(),
+        };
+        iw.head(base)?;
+        Ok(iw)
     }
 
-    /// A writer serialising, compressing and writing on a thread of its
-    /// own, so an import only hands over the entries it made; a few
-    /// batches at most are in memory.
+    /// A writer compressing and writing on a thread of its own, so an
+    /// import does not wait for it; a few batches at most are in memory.
     pub fn in_background(w: W, base: bool) -> io::Result<IndexWriter<W>>
     where
         W: Send + 'static,
     {
-        let (batches, rx) = sync_channel::<Vec<IndexEntry>>(BATCHES_IN_FLIGHT);
+        let (batches, rx) = sync_channel::<Vec<u8>>(BATCHES_IN_FLIGHT);
         let worker = std::thread::Builder::new()
             .name("strata-index".into())
             .spawn(move || {
                 let mut out = gzip(w);
-                let mut lines = Vec::with_capacity(BATCH);
-                head_line(&mut lines, base)?;
-                for batch in rx {
-                    for e in &batch {
-                        entry_line(&mut lines, e)?;
-                    }
-                    out.write_all(&lines)?;
-                    lines.clear();
+                for b in rx {
+                    out.write_all(&b)?;
                 }
-                out.write_all(&lines)?;
                 out.finish()
             })?;
-        Ok(IndexWriter {
+        let mut iw = IndexWriter {
             sink: Sink::Background {
                 batches: Some(batches),
                 worker: Some(worker),
             },
-            lines: Vec::new(),
-            pending: Vec::with_capacity(ENTRIES_PER_BATCH),
-        })
+            lines: Vec::with_capacity(BATCH),
+        };
+        iw.head(base)?;
+        Ok(iw)
+    }
+
+    fn head(&mut self, base: bool) -> io::Result<()> {
+        serde_json::to_writer(
+            &mut self.lines,
+            &Head {
+                version: INDEX_VERSION,
+                base,
+            },
+        )?;
+        self.lines.push(b'\n');
+        Ok(())
     }
 
     /// Appends one entry.
-    pub fn push(&mut self, e: IndexEntry) -> io::Result<()> {
-        match &self.sink {
-            Sink::Inline(_) => {
-                entry_line(&mut self.lines, &e)?;
-                if self.lines.len() >= BATCH {
-                    self.flush_batch()?;
-                }
-            }
-            Sink::Background { .. } => {
-                self.pending.push(e);
-                if self.pending.len() >= ENTRIES_PER_BATCH {
-                    self.flush_batch()?;
-                }
-            }
+    pub fn push(&mut self, e: &IndexEntry) -> io::Result<()> {
+        serde_json::to_writer(&mut self.lines, e)?;
+        self.lines.push(b'\n');
+        if self.lines.len() >= BATCH {
+            self.flush_batch()?;
         }
         Ok(())
     }
@@ -419,11 +389,8 @@ impl<W: Write> IndexWriter<W> {
                 self.lines.clear();
             }
             Sink::Background { batches, .. } => {
-                if self.pending.is_empty() {
-                    return Ok(());
-                }
-                let b = std::mem::replace(&mut self.pending, Vec::with_capacity(ENTRIES_PER_BATCH));
-                let gone = || io::Error::other("the index writer stopped");
+                let b = std::mem::replace(&mut self.lines, Vec::with_capacity(BATCH));
+                let gone = || io::Error::other("the index compressor stopped");
                 batches
                     .as_ref()
                     .ok_or_else(gone)?
@@ -446,9 +413,9 @@ impl<W: Write> IndexWriter<W> {
                 drop(batches.take());
                 let w = worker
                     .take()
-                    .ok_or_else(|| io::Error::other("the index writer is gone"))?;
+                    .ok_or_else(|| io::Error::other("the index compressor is gone"))?;
                 w.join()
-                    .unwrap_or_else(|_| Err(io::Error::other("the index writer panicked")))
+                    .unwrap_or_else(|_| Err(io::Error::other("the index compressor panicked")))
             }
         }
     }

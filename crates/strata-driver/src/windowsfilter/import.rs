@@ -372,7 +372,7 @@ impl<'a> Importer<'a> {
             WinName::Object { path, top } => self.object(h, data, kind, path, top)?,
         };
         self.index
-            .push(entry)
+            .push(&entry)
             .map_err(|source| ApplyError::Stream {
                 what: "writing the layer index",
                 source,
