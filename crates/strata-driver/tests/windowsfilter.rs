@@ -50,6 +50,14 @@ fn first_writer(case: &str) -> Option<Writer> {
     writers(case).into_iter().next()
 }
 
+/// [`first_writer`], for cases that also need root (mounts).
+fn root_and_writer(case: &str) -> Option<Writer> {
+    if !root(case) {
+        return None;
+    }
+    first_writer(case)
+}
+
 /// A windowsfilter store in a private temp dir, with its tars beside it.
 struct Store {
     tmp: tempfile::TempDir,
@@ -265,10 +273,7 @@ use std::io::Read as _;
 
 #[test]
 fn view_changes_and_sizes() {
-    if !root("view_changes_and_sizes") {
-        return;
-    }
-    let Some(w) = first_writer("view_changes_and_sizes") else {
+    let Some(w) = root_and_writer("view_changes_and_sizes") else {
         return;
     };
     let store = Store::with_chain(w);
@@ -327,10 +332,7 @@ fn view_changes_and_sizes() {
 /// targets, and two spellings inside one layer are one object.
 #[test]
 fn names_resolve_case_insensitively_across_the_chain() {
-    if !root("names_resolve_case_insensitively_across_the_chain") {
-        return;
-    }
-    let Some(w) = first_writer("names_resolve_case_insensitively_across_the_chain") else {
+    let Some(w) = root_and_writer("names_resolve_case_insensitively_across_the_chain") else {
         return;
     };
     let store = Store::new();
@@ -526,10 +528,7 @@ fn build_from_view_keeps_every_record() {
 
 #[test]
 fn sandbox_diff_is_a_windows_layer() {
-    if !root("sandbox_diff_is_a_windows_layer") {
-        return;
-    }
-    let Some(w) = first_writer("sandbox_diff_is_a_windows_layer") else {
+    let Some(w) = root_and_writer("sandbox_diff_is_a_windows_layer") else {
         return;
     };
     for size in [None, Some("64m")] {

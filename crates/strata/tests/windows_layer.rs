@@ -149,6 +149,26 @@ fn build_from_a_directory() {
     assert!(!r.status.success());
 }
 
+/// Runs a Python script with one argument; it must succeed.
+fn python(script: &str, arg: &Path) {
+    let st = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(arg)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// Asserts that a build failed with a message holding every one of
+/// `needles` and left no output at `out`.
+fn refused(r: &std::process::Output, needles: &[&str], out: &Path) {
+    assert!(!r.status.success());
+    let e = String::from_utf8_lossy(&r.stderr);
+    assert!(needles.iter().all(|n| e.contains(n)), "{e}");
+    assert!(!out.exists(), "no partial output is left");
+}
+
 /// Runs strata as an unprivileged user when the tests run as root (a tar
 /// source must need no privileges), as the caller otherwise.
 fn strata_unprivileged(home: &Path, args: &[&str]) -> std::process::Output {
@@ -193,13 +213,7 @@ with tarfile.open(sys.argv[1], "w", format=tarfile.PAX_FORMAT) as tf:
     add("opq/", tarfile.DIRTYPE); add("opq/.wh..wh..opq"); add("opq/keep", data=b"k")
     add("app/y.exe", tarfile.LNKTYPE, link="app/x.exe")
 "#;
-    let st = Command::new("python3")
-        .arg("-c")
-        .arg(py)
-        .arg(&tar)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    python(py, &tar);
     let lower = tmp.path().join("lower");
     fs::create_dir_all(lower.join("opq")).unwrap();
     for n in ["old1", "old2", "keep"] {
@@ -208,23 +222,23 @@ with tarfile.open(sys.argv[1], "w", format=tarfile.PAX_FORMAT) as tf:
     let home = tmp.path().join("home");
     let out = tmp.path().join("win.tar");
     let (t, o) = (tar.to_str().unwrap(), out.to_str().unwrap());
+    let build = |src: &str, out: &str| {
+        strata_unprivileged(
+            &home,
+            &[
+                "windows-layer",
+                "build",
+                src,
+                "-o",
+                out,
+                "--lower",
+                lower.to_str().unwrap(),
+            ],
+        )
+    };
     let r = strata_unprivileged(&home, &["windows-layer", "build", t, "-o", o]);
-    assert!(!r.status.success());
-    let e = String::from_utf8_lossy(&r.stderr);
-    assert!(e.contains("opq") && e.contains("--lower"), "{e}");
-    assert!(!out.exists(), "no partial output is left");
-    ok(&strata_unprivileged(
-        &home,
-        &[
-            "windows-layer",
-            "build",
-            t,
-            "-o",
-            o,
-            "--lower",
-            lower.to_str().unwrap(),
-        ],
-    ));
+    refused(&r, &["opq", "--lower"], &out);
+    ok(&build(t, o));
     // The same layer gzip'd builds the same Windows layer.
     let gz = tmp.path().join("linux.tar.gz");
     let st = Command::new("sh")
@@ -234,18 +248,7 @@ with tarfile.open(sys.argv[1], "w", format=tarfile.PAX_FORMAT) as tf:
         .unwrap();
     assert!(st.success());
     let out_gz = tmp.path().join("win-from-gz.tar");
-    ok(&strata_unprivileged(
-        &home,
-        &[
-            "windows-layer",
-            "build",
-            gz.to_str().unwrap(),
-            "-o",
-            out_gz.to_str().unwrap(),
-            "--lower",
-            lower.to_str().unwrap(),
-        ],
-    ));
+    ok(&build(gz.to_str().unwrap(), out_gz.to_str().unwrap()));
     assert!(fs::read(&out_gz).unwrap() == fs::read(&out).unwrap());
     let check = py_check(&out, tmp.path());
     let names: Vec<String> = serde_json::from_value(check["names"].clone()).unwrap();
@@ -291,33 +294,13 @@ with tarfile.open(sys.argv[1], "w", format=tarfile.PAX_FORMAT) as tf:
     ti = tarfile.TarInfo("dev/null"); ti.type = tarfile.CHRTYPE; ti.devmajor = 1; ti.devminor = 3
     tf.addfile(ti)
 "#;
-    let st = Command::new("python3")
-        .arg("-c")
-        .arg(py_bad)
-        .arg(&bad)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let r = strata_unprivileged(
-        &home,
-        &["windows-layer", "build", bad.to_str().unwrap(), "-o", o],
+    python(py_bad, &bad);
+    refused(
+        &build(bad.to_str().unwrap(), o),
+        &["dev/null", "CharDevice"],
+        &out,
     );
-    assert!(!r.status.success());
-    let e = String::from_utf8_lossy(&r.stderr);
-    assert!(e.contains("dev/null") && e.contains("CharDevice"), "{e}");
-    assert!(!out.exists(), "no partial output is left");
-    ok(&strata_unprivileged(
-        &home,
-        &[
-            "windows-layer",
-            "build",
-            t,
-            "-o",
-            o,
-            "--lower",
-            lower.to_str().unwrap(),
-        ],
-    ));
+    ok(&build(t, o));
 
     if !root("build_from_a_linux_layer_tar_expands_deletions: import") {
         return;
