@@ -51,15 +51,18 @@ def timed(argv):
     return secs, ru.ru_maxrss / 1024
 
 
-def median_of(runs, argv, before=None):
-    """Times argv `runs` times (calling `before` ahead of each run);
-    (median, min, max) seconds."""
-    secs = []
+def alternated(runs, tools, before=None):
+    """Times each of `tools` (name -> argv) `runs` times, the tools taking
+    turns within every run so that a slow spell of the host falls on all of
+    them alike (calling `before` ahead of each); name -> (median, min, max)
+    seconds."""
+    secs = {k: [] for k in tools}
     for _ in range(runs):
-        if before:
-            before()
-        secs.append(timed(argv)[0])
-    return statistics.median(secs), min(secs), max(secs)
+        for name, argv in tools.items():
+            if before:
+                before()
+            secs[name].append(timed(argv)[0])
+    return {k: (statistics.median(v), min(v), max(v)) for k, v in secs.items()}
 
 
 def parse_args(ap, script, needs):
@@ -134,6 +137,10 @@ def main():
     tools = {
         "strata import (vfs)": lambda d: strata_import(d, layer),
         "tar -x; sync": lambda d: ["sh", "-c", f"mkdir -p {d} && tar --numeric-owner --xattrs --xattrs-include='*' -xpf {layer} -C {d} && sync"],
+        # GNU tar again, into a directory spread by the allocator as Strata
+        # spreads its layers (see BENCHMARKS.md): how much of the
+        # difference is placement.
+        "tar -x; sync (top dir)": lambda d: ["sh", "-c", f"mkdir -p {d} && chattr +T {d} && mkdir {d}/t && tar --numeric-owner --xattrs --xattrs-include='*' -xpf {layer} -C {d}/t && sync"],
         "bsdtar -x; sync": lambda d: ["sh", "-c", f"mkdir -p {d} && bsdtar -xpf {layer} -C {d} && sync"],
         "tar -x (no sync)": lambda d: ["sh", "-c", f"mkdir -p {d} && tar --numeric-owner --xattrs --xattrs-include='*' -xpf {layer} -C {d}"],
     }

@@ -57,7 +57,7 @@ def main():
     for argv in warm.values():
         bench.timed(argv)
     print(f"export of the Debian layer ({size / 1e6:.1f} MB), warm cache, {a.runs} runs")
-    rows = {k: bench.median_of(a.runs, v) for k, v in warm.items()}
+    rows = bench.alternated(a.runs, warm)
     cat = rows["cat tar (page cache)"][0]
     print(f"{'tool':<26} {'median s':>9} {'min s':>7} {'max s':>7} {'vs cat':>8}")
     for k, (m, lo, hi) in rows.items():
@@ -78,7 +78,7 @@ def main():
         "tar -I pigz -x; sync": ["sh", "-c", f"mkdir -p {out} && tar --numeric-owner --xattrs --xattrs-include='*' -I pigz -xpf {gz} -C {out} && sync"],
     }
     print(f"\nimport of the gzip'd Debian layer ({os.path.getsize(gz) / 1e6:.1f} MB), cold cache, {a.runs} runs")
-    rows = {k: bench.median_of(a.runs, v, fresh) for k, v in cold.items()}
+    rows = bench.alternated(a.runs, cold, fresh)
     shutil.rmtree(out, ignore_errors=True)
     base = rows["tar -xzf; sync"][0]
     print(f"{'tool':<26} {'median s':>9} {'min s':>7} {'max s':>7} {'vs tar -xzf; sync':>18}")

@@ -10,7 +10,8 @@ utility VM with its BCD (at least 20k entries and 300 MB; written once with
 Python's tarfile).
 
 Import: `strata --driver windowsfilter import` against `tar -x; sync` of
-the same tar, cold page cache before every run (the input tar too).
+the same tar, cold page cache before every run (the input tar too),
+the three taking turns within each run.
 Export: `strata export` (a replay of the import's tar-split record, each
 file checked against its CRC, the BCD served from its backup) against
 `cat` of the tar from the page cache, warm. Medians of --runs.
@@ -135,12 +136,17 @@ def main():
     # The same tar through the shared Linux import path, for reference.
     vfs = ["sh", "-c", f"{strata} --home {home} --driver vfs import base {layer} >/dev/null"]
     tarx = ["sh", "-c", f"mkdir -p {out} && tar --warning=no-unknown-keyword -xpf {layer} -C {out} && sync"]
+    # The same, into a directory the allocator spreads as Strata spreads
+    # its layers (see BENCHMARKS.md), for reference.
+    tarx_top = ["sh", "-c", f"mkdir -p {out} && chattr +T {out} && mkdir {out}/t && "
+                f"tar --warning=no-unknown-keyword -xpf {layer} -C {out}/t && sync"]
     print(f"layer: {layer} ({size / 1e6:.1f} MB, {entries} entries), {a.runs} runs", flush=True)
-    rows = {
-        "strata import (windowsfilter)": bench.median_of(a.runs, imp, clean),
-        "tar -x; sync": bench.median_of(a.runs, tarx, clean),
-        "strata import (vfs, reference)": bench.median_of(a.runs, vfs, clean),
-    }
+    rows = bench.alternated(a.runs, {
+        "strata import (windowsfilter)": imp,
+        "tar -x; sync": tarx,
+        "tar -x; sync (top dir, reference)": tarx_top,
+        "strata import (vfs, reference)": vfs,
+    }, clean)
 
     # The export must be the imported bytes before it is worth timing.
     clean()
@@ -154,8 +160,7 @@ def main():
     }
     for argv in warm.values():
         bench.timed(argv)
-    for k, v in warm.items():
-        rows[k] = bench.median_of(a.runs, v)
+    rows.update(bench.alternated(a.runs, warm))
     clean()
 
     print(f"{'tool':<32} {'median s':>9} {'min s':>7} {'max s':>7}")

@@ -72,3 +72,36 @@ fn layer_id_alias_resolves_everywhere() {
     let e = d.get(&alias, "").unwrap_err().to_string();
     assert!(e.contains("layerID") && e.contains("alias"), "{e}");
 }
+
+/// On ext4, `staging/` carries the top-directory flag (`lsattr` shows `T`),
+/// so each layer built in it is placed in a block group of its own.
+#[test]
+fn staging_spreads_layers_on_ext4() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fs = std::process::Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    let fs = String::from_utf8_lossy(&fs.stdout).trim().to_string();
+    if fs != "ext2/ext3" {
+        // ext4 reports itself as ext2/ext3 to stat(1).
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI must run this test on ext4; the temp dir is on {fs}"
+        );
+        eprintln!("SKIP: staging_spreads_layers_on_ext4: the temp dir is on {fs}, not ext4");
+        return;
+    }
+    let home = tmp.path().join("home");
+    strata_driver::open(Some("vfs"), &home, &[]).unwrap();
+    let out = std::process::Command::new("lsattr")
+        .arg("-d")
+        .arg(home.join("staging"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "lsattr: {out:?}");
+    let flags = String::from_utf8_lossy(&out.stdout);
+    let flags = flags.split_whitespace().next().unwrap_or("");
+    assert!(flags.contains('T'), "staging/ flags {flags:?}, want T");
+}
