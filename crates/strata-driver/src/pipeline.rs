@@ -7,11 +7,11 @@ use std::io::{self, Read};
 use std::os::fd::BorrowedFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex, PoisonError, mpsc};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, mpsc};
 
 use strata_fs::Root;
 use strata_layer::{Applier, ApplyError, ApplyOptions, ApplyStats, WhiteoutMode};
-use strata_tar::{ChunkSource, RecordSummary, Recorder, TarReader};
+use strata_tar::{ChunkSource, RecordSummary, Recorder, SharedChunk, TarReader};
 
 use crate::decompress::{self, Compression};
 use crate::digest::DigestReader;
@@ -184,7 +184,9 @@ pub(crate) fn read_ahead<T, E>(
     let stop = AtomicBool::new(false);
     let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(DEPTH);
     // Emptied chunks come back for reuse, so the import allocates (and the
-    // kernel maps and zeroes) DEPTH + 2 buffers in all, not one per MiB.
+    // kernel maps and zeroes) a bounded number of buffers, not one per MiB:
+    // DEPTH in the queue, one being parsed, and those whose pieces the
+    // applier's writer still holds.
     let (recycle_tx, recycle_rx) = mpsc::channel::<Vec<u8>>();
     std::thread::scope(|s| {
         let stop = &stop;
@@ -294,7 +296,8 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// The applier's side: the chunks the thread sends, as a `Read` or handed
-/// over whole ([`ChunkSource`]: the tar reader parses them in place).
+/// over whole ([`ChunkSource`]: the tar reader parses them in place and
+/// passes pieces of file data on to the writer).
 pub(crate) struct ChunkReader {
     rx: mpsc::Receiver<io::Result<Vec<u8>>>,
     recycle: mpsc::Sender<Vec<u8>>,
@@ -323,8 +326,8 @@ impl Read for ChunkReader {
 }
 
 impl ChunkSource for ChunkReader {
-    fn next_chunk(&mut self, chunk: &mut Vec<u8>) -> io::Result<()> {
-        let next = if self.pos < self.cur.len() {
+    fn next_chunk(&mut self) -> io::Result<Option<SharedChunk>> {
+        let data = if self.pos < self.cur.len() {
             // The rest of a chunk `read` began (not done by a tar reader,
             // which takes whole chunks; kept correct all the same).
             let mut rest = std::mem::take(&mut self.cur);
@@ -335,15 +338,34 @@ impl ChunkSource for ChunkReader {
             match self.rx.recv() {
                 Ok(Ok(c)) => c,
                 Ok(Err(e)) => return Err(e),
-                Err(_) => Vec::new(),
+                Err(_) => return Ok(None),
             }
         };
-        let spent = std::mem::replace(chunk, next);
-        if spent.capacity() > 0 {
-            // The reader may be gone already; then the buffer is just dropped.
-            let _ = self.recycle.send(spent);
-        }
-        Ok(())
+        Ok(Some(Arc::new(Pooled {
+            data,
+            home: self.recycle.clone(),
+        })))
+    }
+}
+
+/// A read-ahead buffer lent to the tar reader: it goes back to the
+/// read-ahead thread for reuse when its last holder (the reader, or the
+/// writer with the last piece of file data in it) lets go.
+struct Pooled {
+    data: Vec<u8>,
+    home: mpsc::Sender<Vec<u8>>,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        // The reader may be gone already; then the buffer is just dropped.
+        let _ = self.home.send(std::mem::take(&mut self.data));
     }
 }
 

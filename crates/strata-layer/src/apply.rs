@@ -50,7 +50,7 @@ use strata_fs::{
     set_times_at, set_times_fd, set_xattr_at, set_xattr_fd, walk_dir,
 };
 use strata_tar::{
-    EntryKind, Header, RecordError, RecordSummary, Recorder, TarError, TarReader,
+    EntryData, EntryKind, Header, RecordError, RecordSummary, Recorder, TarError, TarReader,
     WHITEOUT_META_PREFIX, Whiteout, WhiteoutError, classify, record_stream,
 };
 
@@ -175,7 +175,7 @@ impl<'r> Applier<'r> {
     /// returns (by the applier's writer thread); a failure there is
     /// reported by a later call or by [`finish`](Self::finish), naming the
     /// file's entry.
-    pub fn apply(&mut self, h: &Header, data: &mut dyn Read) -> Result<(), ApplyError> {
+    pub fn apply(&mut self, h: &Header, data: &mut dyn EntryData) -> Result<(), ApplyError> {
         if let Some(e) = self.pipe.take_error() {
             return Err(e);
         }
@@ -215,7 +215,7 @@ impl<'r> Applier<'r> {
         Ok(self.stats)
     }
 
-    fn apply_entry(&mut self, h: &Header, data: &mut dyn Read) -> Result<(), Problem> {
+    fn apply_entry(&mut self, h: &Header, data: &mut dyn EntryData) -> Result<(), Problem> {
         let rel = clean_path(&h.path)?;
         if rel.is_empty() {
             return self.apply_root(h);
@@ -257,7 +257,7 @@ impl<'r> Applier<'r> {
         rel: &[u8],
         name: &[u8],
         h: &Header,
-        data: &mut dyn Read,
+        data: &mut dyn EntryData,
         (uid, gid): (u32, u32),
     ) -> Result<Option<CachedDir>, Problem> {
         let dir = parent.fd(self.root);
@@ -356,7 +356,7 @@ impl<'r> Applier<'r> {
         rel: &[u8],
         name: &[u8],
         h: &Header,
-        data: &mut dyn Read,
+        data: &mut dyn EntryData,
         (uid, gid): (u32, u32),
         fresh_owner_ok: bool,
     ) -> Result<(), Problem> {
@@ -667,7 +667,7 @@ impl<'r> Applier<'r> {
         &mut self,
         t: &Arc<Target>,
         h: &Header,
-        data: &mut dyn Read,
+        data: &mut dyn EntryData,
     ) -> Result<(), Problem> {
         let mut progress = Progress {
             got: 0,
@@ -685,21 +685,29 @@ impl<'r> Applier<'r> {
         }
     }
 
-    /// Reads `len` bytes from `data` straight into the writer's buffer, to
-    /// be written at offset `at`.
+    /// Hands `len` bytes of `data` to the writer, to be written at offset
+    /// `at`: as pieces of the stream's chunks where `data` gives them (no
+    /// copy on this thread), else read straight into the writer's buffer.
     fn stream_range(
         &mut self,
         t: &Arc<Target>,
         mut at: u64,
         len: u64,
-        data: &mut dyn Read,
+        data: &mut dyn EntryData,
         progress: &mut Progress,
     ) -> Result<(), Problem> {
         let mut left = len;
         while left > 0 {
-            let buf = self
-                .pipe
-                .room(usize::try_from(left).unwrap_or(usize::MAX))?;
+            let want = usize::try_from(left).unwrap_or(usize::MAX);
+            if let Some(piece) = data.piece(want).map_err(Problem::Read)? {
+                let n = piece.len() as u64;
+                progress.got += n;
+                self.pipe.queue_piece(t, at, piece)?;
+                at += n;
+                left -= n;
+                continue;
+            }
+            let buf = self.pipe.room(want)?;
             let mut filled = 0;
             while filled < buf.len() {
                 match data.read(&mut buf[filled..]) {

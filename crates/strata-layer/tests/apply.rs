@@ -546,6 +546,7 @@ fn large_file_streams_through_the_buffer() {
             Ok(n)
         }
     }
+    impl strata_tar::EntryData for Odd {}
     let size = (5 << 20) + 3;
     let (mut h, _) = file(b"big", b"");
     h.size = size;
@@ -623,6 +624,92 @@ fn apply_tar_over_writer_bytes() {
         kind(&t.path().join("dev-null")),
         Some(FileType::CharacterDevice)
     );
+}
+
+/// A stream handed out in chunks of the sizes given (cycled), each chunk
+/// counted while alive, as the import's read-ahead thread hands it out.
+struct Chunks {
+    data: Vec<u8>,
+    at: usize,
+    sizes: Vec<usize>,
+    next: usize,
+    alive: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+struct Counted(Vec<u8>, std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl AsRef<[u8]> for Counted {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.1.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl std::io::Read for Chunks {
+    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+        Err(std::io::Error::other("a chunk source is not read"))
+    }
+}
+
+impl strata_tar::ChunkSource for Chunks {
+    fn next_chunk(&mut self) -> std::io::Result<Option<strata_tar::SharedChunk>> {
+        let n = self.sizes[self.next % self.sizes.len()].min(self.data.len() - self.at);
+        self.next += 1;
+        let chunk = self.data[self.at..self.at + n].to_vec();
+        self.at += n;
+        let now = self.alive.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        // The reader's chunk, three batches' worth held by the writer
+        // (three chunks each), and one just let go of but not yet dropped.
+        assert!(now <= 11, "{now} chunks in memory at once");
+        Ok((n > 0).then(|| {
+            std::sync::Arc::new(Counted(chunk, self.alive.clone())) as strata_tar::SharedChunk
+        }))
+    }
+}
+
+/// Over a chunk source, file data goes to the writer as pieces of the
+/// chunks (files split across chunks anywhere, many files per chunk), the
+/// files come out whole, and the chunks the writer holds stay bounded.
+#[test]
+fn file_data_as_pieces_of_the_stream_chunks() {
+    if !need_root("chown") {
+        return;
+    }
+    let body =
+        |i: usize, len: usize| -> Vec<u8> { (0..len).map(|j| ((i * 7 + j) % 253) as u8).collect() };
+    let mut entries = vec![dir(b"d")];
+    let sizes = [0usize, 1, 511, 512, 513, 4096, 70_000, 3 << 20];
+    for i in 0..300 {
+        let len = sizes[i % sizes.len()] + i;
+        entries.push(file(format!("d/f{i}").as_bytes(), &body(i, len)));
+    }
+    let mut w = TarWriter::new(Vec::new());
+    for (h, d) in &entries {
+        w.append_data(h, d).unwrap();
+    }
+    let bytes = w.finish().unwrap();
+    let alive = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let src = Chunks {
+        data: bytes,
+        at: 0,
+        sizes: vec![1 << 20, 999, 65_537, 300_001],
+        next: 0,
+        alive: alive.clone(),
+    };
+    let (t, root) = fresh();
+    let mut rd = TarReader::over_chunks(src);
+    apply_tar(&root, &mut rd, DELETE).unwrap();
+    drop(rd);
+    assert_eq!(alive.load(std::sync::atomic::Ordering::SeqCst), 0);
+    for (h, d) in &entries[1..] {
+        let got = std::fs::read(t.path().join(p(&h.path))).unwrap();
+        assert!(got == *d, "{:?} differs", String::from_utf8_lossy(&h.path));
+    }
 }
 
 #[test]

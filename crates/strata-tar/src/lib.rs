@@ -51,7 +51,10 @@ mod writer;
 
 pub use error::{Result, TarError};
 pub use header::{EntryKind, Header, Sparse, SparseChunk, Timestamp};
-pub use reader::{ChunkSource, DataReader, MAX_EXTENSION_SIZE, MAX_SPARSE_MAP_SIZE, TarReader};
+pub use reader::{
+    ChunkSource, DataReader, EntryData, MAX_EXTENSION_SIZE, MAX_SPARSE_MAP_SIZE, Piece,
+    SharedChunk, TarReader,
+};
 pub use tarsplit::{
     Crc64, RecordEntry, RecordError, RecordReader, RecordSummary, Recorder, ReplayError,
     record_stream, replay,

@@ -7,6 +7,7 @@
 use std::cmp::min;
 use std::collections::HashMap;
 use std::io::{self, Read};
+use std::sync::Arc;
 
 use crate::block::{self, BLOCK, Block, Format, field};
 use crate::error::{Result, TarError};
@@ -67,9 +68,11 @@ enum State {
 pub struct TarReader<R: Read> {
     inner: R,
     buf: Vec<u8>,
-    /// How `buf` is refilled when `inner` hands out its own chunks
+    /// How `chunk` is refilled when `inner` hands out its own chunks
     /// ([`TarReader::over_chunks`]); `None`: read into `buf`.
     next_chunk: Option<NextChunk<R>>,
+    /// The source's current chunk, read in place of `buf` in chunk mode.
+    chunk: Option<SharedChunk>,
     pos: usize,
     len: usize,
     /// Stream offset of `buf[pos]`: bytes handed out so far.
@@ -124,27 +127,93 @@ impl Pending {
 }
 
 /// [`ChunkSource::next_chunk`] of a reader's source.
-type NextChunk<R> = fn(&mut R, &mut Vec<u8>) -> io::Result<()>;
+type NextChunk<R> = fn(&mut R) -> io::Result<Option<SharedChunk>>;
+
+/// A chunk of the stream as a [`ChunkSource`] hands it out. It is shared
+/// so that pieces of it ([`Piece`]: file data queued for writing) can
+/// outlive the reader's use of it; what happens when the last holder drops
+/// it (a read-ahead thread takes its buffer back) is the source's affair.
+pub type SharedChunk = Arc<dyn AsRef<[u8]> + Send + Sync>;
 
 /// A stream that is read ahead into chunks of its own (a read-ahead
 /// thread's buffers): [`TarReader::over_chunks`] parses those chunks in
-/// place instead of copying them into a buffer of its own.
+/// place instead of copying them into a buffer of its own, and hands out
+/// file data as [`Piece`]s of them.
 pub trait ChunkSource {
-    /// Replaces `chunk` (spent: the source may reuse its allocation) with
-    /// the stream's next bytes; an empty chunk means the end.
-    fn next_chunk(&mut self, chunk: &mut Vec<u8>) -> io::Result<()>;
+    /// The stream's next bytes; `None` (or an empty chunk) at the end.
+    fn next_chunk(&mut self) -> io::Result<Option<SharedChunk>>;
 }
 
 impl<T: ChunkSource + ?Sized> ChunkSource for &mut T {
-    fn next_chunk(&mut self, chunk: &mut Vec<u8>) -> io::Result<()> {
-        (**self).next_chunk(chunk)
+    fn next_chunk(&mut self) -> io::Result<Option<SharedChunk>> {
+        (**self).next_chunk()
+    }
+}
+
+/// Part of an entry's data inside a [`SharedChunk`]: the bytes without a
+/// copy, valid for as long as the piece is kept.
+#[derive(Clone)]
+pub struct Piece {
+    chunk: SharedChunk,
+    start: usize,
+    end: usize,
+}
+
+impl Piece {
+    /// The piece's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &(*self.chunk).as_ref()[self.start..self.end]
+    }
+
+    /// Number of bytes.
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// True for a piece of no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// True when both pieces lie in the same chunk (which stays in memory
+    /// while either is kept).
+    pub fn same_chunk(&self, other: &Piece) -> bool {
+        Arc::ptr_eq(&self.chunk, &other.chunk)
+    }
+}
+
+/// An entry's data as an applier consumes it: a `Read`, and, where the
+/// bytes already sit in a shared chunk, [`Piece`]s of it handed out
+/// without a copy.
+pub trait EntryData: Read {
+    /// The next piece of the data, at most `max` (> 0) bytes, without
+    /// copying it; `Ok(None)` when the source cannot hand pieces out (the
+    /// default) or the data is at its end: then read it as a `Read`.
+    fn piece(&mut self, max: usize) -> io::Result<Option<Piece>> {
+        let _ = max;
+        Ok(None)
+    }
+}
+
+impl EntryData for &[u8] {}
+
+impl EntryData for io::Empty {}
+
+/// The bytes the reader is working through: the source's chunk in chunk
+/// mode, else its own buffer (a free function, so that callers can borrow
+/// other fields of the reader beside it).
+fn window<'a>(buf: &'a [u8], chunk: &'a Option<SharedChunk>) -> &'a [u8] {
+    match chunk {
+        Some(c) => (**c).as_ref(),
+        None => buf,
     }
 }
 
 impl<R: Read + ChunkSource> TarReader<R> {
     /// A reader over the chunks `r` hands out: each becomes the reader's
     /// buffer as it is, so headers and file data are read where the source
-    /// put them, one copy fewer than [`new`](Self::new).
+    /// put them, one copy fewer than [`new`](Self::new), and file data can
+    /// be taken as pieces of them ([`data_piece`](Self::data_piece)).
     pub fn over_chunks(r: R) -> Self {
         let mut t = TarReader::new(r);
         t.buf = Vec::new();
@@ -160,6 +229,7 @@ impl<R: Read> TarReader<R> {
             inner: r,
             buf: vec![0u8; BUF_SIZE],
             next_chunk: None,
+            chunk: None,
             pos: 0,
             len: 0,
             consumed: 0,
@@ -259,7 +329,7 @@ impl<R: Read> TarReader<R> {
         let want = usize::try_from(self.remaining).map_or(buf.len(), |r| min(r, buf.len()));
         let n = if self.pos < self.len {
             let n = min(want, self.len - self.pos);
-            buf[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+            buf[..n].copy_from_slice(&window(&self.buf, &self.chunk)[self.pos..self.pos + n]);
             self.pos += n;
             n
         } else if want >= DIRECT_READ_MIN && self.next_chunk.is_none() {
@@ -269,10 +339,42 @@ impl<R: Read> TarReader<R> {
         } else {
             let avail = self.fill()?;
             let n = min(want, avail);
-            buf[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+            buf[..n].copy_from_slice(&window(&self.buf, &self.chunk)[self.pos..self.pos + n]);
             self.pos += n;
             n
         };
+        self.took_data(n)?;
+        Ok(n)
+    }
+
+    /// The next piece of the current entry's data, at most `max` bytes, as
+    /// a slice of the source's chunk instead of a copy (see
+    /// [`over_chunks`](Self::over_chunks)). `Ok(None)` when the reader is
+    /// not over chunks, and when there is no data left; errors as
+    /// [`read_data`](Self::read_data).
+    pub fn data_piece(&mut self, max: usize) -> io::Result<Option<Piece>> {
+        if let Some(e) = &self.failed {
+            return Err(e.duplicate().into());
+        }
+        if self.next_chunk.is_none() || self.state != State::Data || self.remaining == 0 || max == 0
+        {
+            return Ok(None);
+        }
+        let want = usize::try_from(self.remaining).map_or(max, |r| min(r, max));
+        let n = min(want, self.fill()?);
+        let piece = self.chunk.as_ref().map(|c| Piece {
+            chunk: Arc::clone(c),
+            start: self.pos,
+            end: self.pos + n,
+        });
+        self.pos += n;
+        self.took_data(n)?;
+        Ok(piece)
+    }
+
+    /// Accounts for `n` data bytes just handed out; none at all means the
+    /// stream ended inside the entry's data, which fails the reader.
+    fn took_data(&mut self, n: usize) -> io::Result<()> {
         if n == 0 {
             let e = TarError::Truncated {
                 offset: self.header_offset,
@@ -284,7 +386,7 @@ impl<R: Read> TarReader<R> {
         }
         self.consumed += n as u64;
         self.remaining -= n as u64;
-        Ok(n)
+        Ok(())
     }
 
     /// A `Read` over the current entry's data (see
@@ -302,9 +404,12 @@ impl<R: Read> TarReader<R> {
             return Ok(self.len - self.pos);
         }
         if let Some(next) = self.next_chunk {
-            next(&mut self.inner, &mut self.buf)?;
+            // Let go of the spent chunk first, so the source can reuse it.
+            self.chunk = None;
             self.pos = 0;
-            self.len = self.buf.len();
+            self.len = 0;
+            self.chunk = next(&mut self.inner)?;
+            self.len = window(&self.buf, &self.chunk).len();
             return Ok(self.len);
         }
         loop {
@@ -340,7 +445,8 @@ impl<R: Read> TarReader<R> {
                 break;
             }
             let n = min(avail, out.len() - got);
-            out[got..got + n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+            out[got..got + n]
+                .copy_from_slice(&window(&self.buf, &self.chunk)[self.pos..self.pos + n]);
             self.pos += n;
             got += n;
         }
@@ -364,7 +470,7 @@ impl<R: Read> TarReader<R> {
             let k = usize::try_from(left).map_or(avail, |l| min(l, avail));
             if meta && self.record_raw {
                 self.raw
-                    .extend_from_slice(&self.buf[self.pos..self.pos + k]);
+                    .extend_from_slice(&window(&self.buf, &self.chunk)[self.pos..self.pos + k]);
             }
             self.pos += k;
             self.consumed += k as u64;
@@ -381,7 +487,7 @@ impl<R: Read> TarReader<R> {
                 return Ok(());
             }
             self.raw
-                .extend_from_slice(&self.buf[self.pos..self.pos + avail]);
+                .extend_from_slice(&window(&self.buf, &self.chunk)[self.pos..self.pos + avail]);
             self.pos += avail;
             self.consumed += avail as u64;
         }
@@ -990,6 +1096,12 @@ pub struct DataReader<'a, R: Read> {
 impl<R: Read> Read for DataReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.reader.read_data(buf)
+    }
+}
+
+impl<R: Read> EntryData for DataReader<'_, R> {
+    fn piece(&mut self, max: usize) -> io::Result<Option<Piece>> {
+        self.reader.data_piece(max)
     }
 }
 

@@ -48,7 +48,7 @@ use serde::Deserialize;
 #[cfg(test)]
 use serde::Serialize;
 
-use crate::{Header, TarError, TarReader};
+use crate::{EntryData, Header, Piece, TarError, TarReader};
 
 /// tar-split's `storage.FileType`.
 const FILE_TYPE: u8 = 1;
@@ -504,11 +504,23 @@ impl<R: Read> Read for CrcReader<'_, R> {
     }
 }
 
+impl<R: Read> EntryData for CrcReader<'_, R> {
+    fn piece(&mut self, max: usize) -> io::Result<Option<Piece>> {
+        let p = self.inner.piece(max)?;
+        if let Some(p) = &p {
+            self.crc.update(p.bytes());
+            self.len += p.len() as u64;
+        }
+        Ok(p)
+    }
+}
+
 /// Reads the whole tar stream from `r`, handing every entry to `on_entry`
 /// and writing its tar-split record to `rec`.
 ///
-/// `on_entry` gets the parsed header and a reader over the entry's data
-/// (empty for entries without data); it may read any part of it. The rest
+/// `on_entry` gets the parsed header and the entry's data (empty for
+/// entries without data; read, or taken in [`Piece`]s where `r` is over
+/// chunks, each checksummed either way); it may consume any part of it. The rest
 /// is drained here, because the record must checksum all of it and the
 /// reader only records bytes it is asked for. Raw recording is switched on
 /// on `r`, which should be fresh (bytes consumed before this call are not
@@ -522,7 +534,7 @@ impl<R: Read> Read for CrcReader<'_, R> {
 pub fn record_stream<R: Read, W: Write, E>(
     r: &mut TarReader<R>,
     rec: &mut Recorder<W>,
-    mut on_entry: impl FnMut(&Header, &mut dyn Read) -> Result<(), E>,
+    mut on_entry: impl FnMut(&Header, &mut dyn EntryData) -> Result<(), E>,
 ) -> Result<RecordSummary, RecordError<E>> {
     r.set_record_raw(true);
     let mut summary = RecordSummary::default();

@@ -5,6 +5,8 @@
 //! line by line, and tampered files are caught and named.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io::{self, Read};
@@ -39,6 +41,32 @@ fn record(archive: &[u8]) -> (Vec<u8>, Files, RecordSummary) {
     })
     .unwrap();
     (rec.finish().unwrap(), files, summary)
+}
+
+/// Records `archive` read over chunks of odd sizes, with a callback that
+/// takes the data as pieces of those chunks (no copy): the CRCs must cover
+/// the pieces as they cover reads.
+fn record_in_pieces(archive: &[u8]) -> Vec<u8> {
+    let chunks = common::Chunks {
+        data: archive,
+        sizes: vec![4099, 512, 70_001],
+        next: 0,
+    };
+    let mut r = TarReader::over_chunks(chunks);
+    let mut rec = Recorder::new(Vec::new());
+    record_stream(&mut r, &mut rec, |h, data| {
+        let mut got = 0;
+        while let Some(p) = data.piece(1000)? {
+            assert!(!p.is_empty() && p.len() <= 1000);
+            got += p.len() as u64;
+        }
+        if h.kind == EntryKind::Regular {
+            assert_eq!(got, h.size, "{:?}: all data as pieces", h.path);
+        }
+        Ok::<(), io::Error>(())
+    })
+    .unwrap();
+    rec.finish().unwrap()
 }
 
 /// Records `archive` with a callback that reads nothing: the recorder must
@@ -198,6 +226,11 @@ fn check_roundtrip(what: &str, archive: &[u8]) -> (Vec<u8>, Files, RecordSummary
         rec,
         record_lazy(archive),
         "{what}: unread data must be drained identically"
+    );
+    assert_eq!(
+        rec,
+        record_in_pieces(archive),
+        "{what}: data taken in pieces must be recorded identically"
     );
     check_record_independently(&rec, &files, archive);
     let out = replay_from(&rec, &files).unwrap();

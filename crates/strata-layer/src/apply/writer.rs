@@ -14,10 +14,14 @@
 //! harmless. Nothing the writer does touches a directory, so deferred
 //! directory times are unaffected.
 //!
-//! Data travels in a few fixed batch buffers that are reused, so memory
-//! stays bounded whatever the file sizes; a batch also carries at most
-//! [`MAX_FILES`] files, which bounds the open handles in flight. If the
-//! thread cannot be started, batches are written inline instead.
+//! Data travels as pieces of the stream's own read-ahead chunks where the
+//! tar reader hands them out (the applier's thread then copies nothing),
+//! else in a few fixed batch buffers that are reused. Either way memory
+//! stays bounded whatever the file sizes: a batch holds at most
+//! [`BATCH_BYTES`] of its buffer and pieces of at most [`MAX_CHUNKS`]
+//! chunks, and at most [`MAX_FILES`] files, which bounds the open handles
+//! in flight. If the thread cannot be started, batches are written inline
+//! instead.
 
 use std::fs::File;
 use std::os::fd::AsFd;
@@ -29,6 +33,7 @@ use std::thread::JoinHandle;
 use rustix::fs::Timestamps;
 use strata_fs::{FsError, Xattr, chmod_fd, chown_fd, set_times_fd, set_xattr_fd};
 use strata_sys::{SyncFileRangeFlags, sync_file_range};
+use strata_tar::Piece;
 
 use super::set_xattrs;
 use crate::error::{ApplyError, Problem};
@@ -45,6 +50,11 @@ const BATCHES: usize = 3;
 /// writer is done with it, and the default soft limit on open files is
 /// 1024.
 const MAX_FILES: usize = 64;
+
+/// Stream chunks a batch may keep in memory through the pieces of them it
+/// carries (each chunk is the read-ahead thread's 1 MiB), so that a batch
+/// of small files spread over many chunks cannot pin them all.
+const MAX_CHUNKS: usize = 3;
 
 /// Below this much room left, a batch is handed over rather than split
 /// data into a sliver of it.
@@ -81,6 +91,12 @@ enum Job {
         start: usize,
         end: usize,
     },
+    /// Write a piece of the stream at offset `at`.
+    WritePiece {
+        target: Arc<Target>,
+        at: u64,
+        piece: Piece,
+    },
     /// Apply the final metadata; dropping the last handle closes the file.
     Finish { target: Arc<Target>, meta: FileMeta },
 }
@@ -89,6 +105,10 @@ struct Batch {
     buf: Box<[u8]>,
     used: usize,
     files: usize,
+    /// Distinct chunks the batch's pieces lie in.
+    chunks: usize,
+    /// The last piece queued (its chunk is the one being counted).
+    last_piece: Option<Piece>,
     jobs: Vec<Job>,
     /// The first failure met while writing this batch.
     error: Option<ApplyError>,
@@ -102,6 +122,8 @@ impl Batch {
             buf: vec![0; BATCH_BYTES].into_boxed_slice(),
             used: 0,
             files: 0,
+            chunks: 0,
+            last_piece: None,
             jobs: Vec::new(),
             error: None,
             skipped: 0,
@@ -124,6 +146,10 @@ impl Batch {
                     .file
                     .write_all_at(&self.buf[start..end], at)
                     .map_err(|e| fail(&target, FsError::io("write", &target.entry, e))),
+                Job::WritePiece { target, at, piece } => target
+                    .file
+                    .write_all_at(piece.bytes(), at)
+                    .map_err(|e| fail(&target, FsError::io("write", &target.entry, e))),
                 Job::Finish { target, meta } => {
                     finish_file(&target, meta, &mut self.skipped).map_err(|e| fail(&target, e))
                 }
@@ -135,11 +161,14 @@ impl Batch {
         self.reset();
     }
 
-    /// Drops the jobs (closing their files) without performing them.
+    /// Drops the jobs (closing their files, letting go of their pieces)
+    /// without performing them.
     fn reset(&mut self) {
         self.jobs.clear();
         self.used = 0;
         self.files = 0;
+        self.chunks = 0;
+        self.last_piece = None;
     }
 }
 
@@ -254,6 +283,35 @@ impl Pipeline {
             start,
             end: start + n,
         });
+    }
+
+    /// Queues the write of `piece` at offset `at` of the target, handing
+    /// the batch over once its pieces hold [`MAX_CHUNKS`] chunks.
+    pub(super) fn queue_piece(
+        &mut self,
+        target: &Arc<Target>,
+        at: u64,
+        piece: Piece,
+    ) -> Result<(), Problem> {
+        // Pieces come in stream order, so each chunk's pieces are adjacent.
+        if !self
+            .cur
+            .last_piece
+            .as_ref()
+            .is_some_and(|p| p.same_chunk(&piece))
+        {
+            if self.cur.chunks >= MAX_CHUNKS {
+                self.flush()?;
+            }
+            self.cur.chunks += 1;
+        }
+        self.cur.last_piece = Some(piece.clone());
+        self.cur.jobs.push(Job::WritePiece {
+            target: Arc::clone(target),
+            at,
+            piece,
+        });
+        Ok(())
     }
 
     /// Queues the final metadata of a file whose data is all queued.

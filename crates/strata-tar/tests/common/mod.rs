@@ -26,8 +26,31 @@ pub fn read_all_checked_with<R: Read>(mut r: TarReader<R>, archive: &[u8]) -> Ve
         let next = r.next_entry();
         r.take_raw_into(&mut rebuilt);
         let Some(header) = next.unwrap() else { break };
+        // The data in pieces of varying sizes, mixed with reads; the pieces
+        // are kept until the entry is done, long after the reader moved
+        // past (and, over small chunks, dropped) the chunks they lie in.
+        let mut pieces = Vec::new();
         let mut data = Vec::new();
-        r.data().read_to_end(&mut data).unwrap();
+        for step in 1usize.. {
+            let max = 1 + step * 997 % 4096;
+            if step % 3 != 0
+                && let Some(p) = r.data_piece(max).unwrap()
+            {
+                assert!(!p.is_empty() && p.len() <= max);
+                pieces.push((data.len(), p));
+                data.resize(data.len() + pieces.last().map_or(0, |(_, p)| p.len()), 0);
+                continue;
+            }
+            let mut buf = vec![0u8; max];
+            let n = r.data().read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            data.extend_from_slice(&buf[..n]);
+        }
+        for (at, p) in &pieces {
+            data[*at..at + p.len()].copy_from_slice(p.bytes());
+        }
         assert_eq!(data.len() as u64, header.size, "{:?}", header.path);
         rebuilt.extend_from_slice(&data);
         out.push(Entry { header, data });
@@ -147,12 +170,11 @@ impl Read for Chunks<'_> {
 }
 
 impl strata_tar::ChunkSource for Chunks<'_> {
-    fn next_chunk(&mut self, chunk: &mut Vec<u8>) -> std::io::Result<()> {
+    fn next_chunk(&mut self) -> std::io::Result<Option<strata_tar::SharedChunk>> {
         let n = self.sizes[self.next % self.sizes.len()].min(self.data.len());
         self.next += 1;
-        chunk.clear();
-        chunk.extend_from_slice(&self.data[..n]);
+        let chunk = self.data[..n].to_vec();
         self.data = &self.data[n..];
-        Ok(())
+        Ok((n > 0).then(|| std::sync::Arc::new(chunk) as strata_tar::SharedChunk))
     }
 }
