@@ -90,6 +90,10 @@ pub enum WhiteoutMode {
         /// overlay mounts (`userxattr`).
         xattr_prefix: &'static str,
     },
+    /// The caller deals with whiteouts itself (a Windows layer's tombstones
+    /// follow rules of their own): a whiteout reaching the applier is
+    /// refused, and nothing is tracked for opaque directories.
+    Refuse,
 }
 
 /// How to apply a layer.
@@ -532,6 +536,7 @@ impl<'r> Applier<'r> {
                 self.put_parent(parent);
                 r
             }
+            WhiteoutMode::Refuse => Err(Problem::Whiteout),
             WhiteoutMode::Overlay { .. } => {
                 let (uid, gid) = owner(h)?;
                 let parent = self
@@ -573,6 +578,7 @@ impl<'r> Applier<'r> {
                 self.put_parent(parent);
                 Ok(r?)
             }
+            WhiteoutMode::Refuse => Err(Problem::Whiteout),
         }
     }
 

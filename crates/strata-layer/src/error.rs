@@ -107,6 +107,10 @@ pub enum Problem {
     /// parent.
     #[error("whiteout names . or ..")]
     DotWhiteout,
+    /// A whiteout where the caller handles whiteouts itself
+    /// ([`WhiteoutMode::Refuse`](crate::WhiteoutMode::Refuse)).
+    #[error("a whiteout cannot be applied here")]
+    Whiteout,
     /// A symlink whose relative target, joined to the entry's directory,
     /// climbs above the layer root.
     #[error("symlink target {0:?} climbs out of the layer root")]

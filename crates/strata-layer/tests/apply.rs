@@ -349,6 +349,33 @@ fn delete_whiteouts_remove_files_and_trees() {
     assert!(!t.path().join("d/.wh..wh.aufs").exists());
 }
 
+/// Where the caller deals with whiteouts (Windows tombstones), one that
+/// reaches the applier is refused, naming the entry, and removes nothing.
+#[test]
+fn refused_whiteouts_name_the_entry_and_remove_nothing() {
+    if !need_root("chown") {
+        return;
+    }
+    let refuse = ApplyOptions {
+        whiteouts: WhiteoutMode::Refuse,
+        writeback: false,
+    };
+    for entry in [&b".wh.file"[..], b"d/.wh..wh..opq"] {
+        let (t, root) = fresh();
+        lower(&t);
+        let before = manifest(t.path());
+        let e = apply_all(&root, refuse, &[file(entry, b"")]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "tar entry {:?}: a whiteout cannot be applied here",
+                String::from_utf8_lossy(entry)
+            )
+        );
+        assert_eq!(manifest(t.path()), before, "{e}");
+    }
+}
+
 #[test]
 fn delete_opaque_keeps_only_this_layer_marker_first_or_last() {
     if !need_root("chown") {

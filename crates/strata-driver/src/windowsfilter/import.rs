@@ -246,8 +246,8 @@ impl<'a> Importer<'a> {
         index: IndexWriter<io::BufWriter<File>>,
     ) -> Importer<'a> {
         let opts = ApplyOptions {
-            // Never reached: tombstones are handled here, not passed on.
-            whiteouts: WhiteoutMode::Delete,
+            // Tombstones are handled here, never passed on.
+            whiteouts: WhiteoutMode::Refuse,
             writeback: true,
         };
         Importer {
