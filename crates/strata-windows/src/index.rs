@@ -107,7 +107,7 @@ impl Kind {
 }
 
 /// One PAX record.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct Record {
     /// The key.
     #[serde(with = "wire")]
@@ -117,8 +117,9 @@ pub struct Record {
     pub v: Vec<u8>,
 }
 
-/// One entry of the layer's tar.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// One entry of the layer's tar, as read back (written as an
+/// [`IndexLine`]).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct IndexEntry {
     /// The raw tar name.
     #[serde(with = "wire")]
@@ -158,6 +159,116 @@ pub struct IndexEntry {
     /// Every PAX record in force for the entry, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub records: Vec<Record>,
+}
+
+/// One entry as the index writes it: [`IndexEntry`]'s fields, in its
+/// order and with its encoding, borrowed from a tar header (while
+/// importing) or from an entry, so that writing one copies none of them.
+#[derive(Serialize)]
+pub struct IndexLine<'a> {
+    #[serde(with = "wire")]
+    name: &'a [u8],
+    #[serde(with = "wire")]
+    path: &'a [u8],
+    role: Role,
+    /// For a stream: its file. For a tombstone or link: its target.
+    #[serde(with = "wire", skip_serializing_if = "<[u8]>::is_empty")]
+    pub target: &'a [u8],
+    /// A hard link whose target is in a parent layer.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cross_layer: bool,
+    kind: Kind,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    #[serde(with = "wire", skip_serializing_if = "<[u8]>::is_empty")]
+    uname: &'a [u8],
+    #[serde(with = "wire", skip_serializing_if = "<[u8]>::is_empty")]
+    gname: &'a [u8],
+    size: u64,
+    mtime: (i64, u32),
+    #[serde(with = "wire", skip_serializing_if = "<[u8]>::is_empty")]
+    link: &'a [u8],
+    #[serde(skip_serializing_if = "Records::is_empty")]
+    records: Records<'a>,
+}
+
+/// The records of an [`IndexLine`]: a header's PAX pairs or an entry's.
+enum Records<'a> {
+    Pax(&'a [(Vec<u8>, Vec<u8>)]),
+    Kept(&'a [Record]),
+}
+
+impl Records<'_> {
+    fn is_empty(&self) -> bool {
+        match self {
+            Records::Pax(r) => r.is_empty(),
+            Records::Kept(r) => r.is_empty(),
+        }
+    }
+}
+
+/// [`Record`] as written.
+#[derive(Serialize)]
+struct RecordOut<'a> {
+    #[serde(with = "wire")]
+    k: &'a [u8],
+    #[serde(with = "wire")]
+    v: &'a [u8],
+}
+
+impl Serialize for Records<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Records::Pax(r) => s.collect_seq(r.iter().map(|(k, v)| RecordOut { k, v })),
+            Records::Kept(r) => s.collect_seq(r.iter().map(|r| RecordOut { k: &r.k, v: &r.v })),
+        }
+    }
+}
+
+impl<'a> IndexLine<'a> {
+    /// The line recording header `h` in `role` at `path` (no target, not
+    /// cross-layer: set those fields where they apply).
+    pub fn of_header(h: &'a Header, kind: Kind, role: Role, path: &'a [u8]) -> IndexLine<'a> {
+        IndexLine {
+            name: &h.path,
+            path,
+            role,
+            target: &[],
+            cross_layer: false,
+            kind,
+            mode: h.mode,
+            uid: h.uid,
+            gid: h.gid,
+            uname: &h.uname,
+            gname: &h.gname,
+            size: h.size,
+            mtime: (h.mtime.secs, h.mtime.nanos),
+            link: &h.link_name,
+            records: Records::Pax(&h.pax),
+        }
+    }
+
+    /// The line of entry `e`.
+    pub fn of(e: &'a IndexEntry) -> IndexLine<'a> {
+        IndexLine {
+            name: &e.name,
+            path: &e.path,
+            role: e.role,
+            target: &e.target,
+            cross_layer: e.cross_layer,
+            kind: e.kind,
+            mode: e.mode,
+            uid: e.uid,
+            gid: e.gid,
+            uname: &e.uname,
+            gname: &e.gname,
+            size: e.size,
+            mtime: e.mtime,
+            link: &e.link,
+            records: Records::Kept(&e.records),
+        }
+    }
 }
 
 impl IndexEntry {
@@ -227,7 +338,7 @@ impl IndexEntry {
 }
 
 /// A layer's index.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LayerIndex {
     /// Format version ([`INDEX_VERSION`]).
     pub version: u32,
@@ -251,7 +362,7 @@ impl LayerIndex {
     pub fn to_bytes(&self) -> Result<Vec<u8>, IndexError> {
         let mut w = IndexWriter::inline(Vec::new(), self.base)?;
         for e in &self.entries {
-            w.push(e)?;
+            w.push(&IndexLine::of(e))?;
         }
         Ok(w.finish()?)
     }
@@ -373,7 +484,7 @@ impl<W: Write> IndexWriter<W> {
     }
 
     /// Appends one entry.
-    pub fn push(&mut self, e: &IndexEntry) -> io::Result<()> {
+    pub fn push(&mut self, e: &IndexLine<'_>) -> io::Result<()> {
         serde_json::to_writer(&mut self.lines, e)?;
         self.lines.push(b'\n');
         if self.lines.len() >= BATCH {
@@ -431,17 +542,26 @@ impl From<io::Error> for IndexError {
 mod wire {
     use super::*;
 
-    #[derive(Serialize, Deserialize)]
+    #[derive(Deserialize)]
     #[serde(untagged)]
     enum Repr {
         Text(String),
         Raw { b64: String },
     }
 
+    /// [`Repr`] as written: text is borrowed, so serialising an entry
+    /// copies no field.
+    #[derive(Serialize)]
+    #[serde(untagged)]
+    enum ReprOut<'a> {
+        Text(&'a str),
+        Raw { b64: String },
+    }
+
     pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
         match std::str::from_utf8(v) {
-            Ok(t) => Repr::Text(t.to_string()),
-            Err(_) => Repr::Raw {
+            Ok(t) => ReprOut::Text(t),
+            Err(_) => ReprOut::Raw {
                 b64: BASE64.encode(v),
             },
         }
@@ -477,5 +597,33 @@ mod tests {
         assert_eq!(back, idx);
         assert_eq!(back.entries[0].to_header(), h);
         assert!(LayerIndex::from_reader(&b"junk"[..]).is_err());
+    }
+
+    /// A line borrowed from the header is the line of the entry made from
+    /// it, byte for byte, whatever the fields hold.
+    #[test]
+    fn header_lines_are_entry_lines() {
+        let mut h = Header::new(EntryKind::Symlink, b"Files/a\\b\xff".to_vec());
+        h.mode = 0o777;
+        h.uid = 7;
+        h.uname = b"\xffroot".to_vec();
+        h.link_name = b"C:\\x".to_vec();
+        h.pax = vec![
+            (b"MSWINDOWS.rawsd".to_vec(), b"AQAEgA==".to_vec()),
+            (b"VENDOR.bin".to_vec(), vec![0, 0xff, b'"']),
+        ];
+        let line = |l: &IndexLine<'_>| serde_json::to_vec(l).unwrap();
+        let mut ours = IndexLine::of_header(&h, Kind::Symlink, Role::Link, b"Files/a");
+        ours.target = b"Files/t\xfe";
+        ours.cross_layer = true;
+        let mut e = IndexEntry::from_header(&h, Kind::Symlink, Role::Link, b"Files/a".to_vec());
+        e.target = b"Files/t\xfe".to_vec();
+        e.cross_layer = true;
+        assert_eq!(line(&ours), line(&IndexLine::of(&e)));
+        h.pax.clear();
+        h.uname.clear();
+        let bare = IndexLine::of_header(&h, Kind::File, Role::Object, b"Files/a");
+        let e = IndexEntry::from_header(&h, Kind::File, Role::Object, b"Files/a".to_vec());
+        assert_eq!(line(&bare), line(&IndexLine::of(&e)));
     }
 }

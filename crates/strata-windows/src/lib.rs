@@ -29,7 +29,8 @@ pub use builder::{
     windows_link_text,
 };
 pub use index::{
-    INDEX_FILE, INDEX_VERSION, IndexEntry, IndexError, IndexWriter, Kind, LayerIndex, Record, Role,
+    INDEX_FILE, INDEX_VERSION, IndexEntry, IndexError, IndexLine, IndexWriter, Kind, LayerIndex,
+    Record, Role,
 };
 pub use names::{
     NameError, Top, WinName, check_component, classify, fold_case, hard_link_target, tree_root,

@@ -38,7 +38,7 @@ use strata_fs::{FsError, Root, display_path, mkdir_all};
 use strata_layer::{Applier, ApplyError, ApplyOptions, ApplyStats, Problem, WhiteoutMode};
 use strata_tar::{EntryData, EntryKind, Header, record_stream};
 use strata_windows::{
-    INDEX_FILE, IndexEntry, IndexWriter, Kind, LayerIndex, Role, SecurityDescriptor, Top, WinName,
+    INDEX_FILE, IndexLine, IndexWriter, Kind, LayerIndex, Role, SecurityDescriptor, Top, WinName,
     WinRecords, classify, fold_case, hard_link_target, mutated_backup, view_symlink_target,
 };
 
@@ -142,6 +142,27 @@ pub(super) fn import(
         };
         Ok((stats, summary))
     })
+}
+
+/// Where an entry went in the layer: what its index line says beyond its
+/// header.
+struct Placed {
+    role: Role,
+    path: Vec<u8>,
+    /// A stream's file, a tombstone's or link's target.
+    target: Vec<u8>,
+    cross_layer: bool,
+}
+
+impl Placed {
+    fn at(role: Role, path: Vec<u8>) -> Placed {
+        Placed {
+            role,
+            path,
+            target: Vec::new(),
+            cross_layer: false,
+        }
+    }
 }
 
 /// The state of one import.
@@ -335,16 +356,19 @@ impl<'a> Importer<'a> {
                     self.whiteouts.push(rel.to_vec());
                 }
                 self.last_file = None;
-                let mut e = IndexEntry::from_header(h, kind, Role::Tombstone, path);
-                e.target = target;
-                e
+                Placed {
+                    role: Role::Tombstone,
+                    path,
+                    target,
+                    cross_layer: false,
+                }
             }
             WinName::Opaque { path, .. } => {
                 if base {
                     return Err(refuse(&h.path, "base layer cannot have whiteouts"));
                 }
                 self.last_file = None;
-                IndexEntry::from_header(h, kind, Role::Opaque, path)
+                Placed::at(Role::Opaque, path)
             }
             WinName::Stream { path, file, .. } => {
                 if kind != Kind::File {
@@ -365,14 +389,20 @@ impl<'a> Importer<'a> {
                 let mut h2 = plain(h, stored, 0o644);
                 h2.link_name.clear();
                 self.applier.apply(&h2, data)?;
-                let mut e = IndexEntry::from_header(h, kind, Role::Stream, path);
-                e.target = file;
-                e
+                Placed {
+                    role: Role::Stream,
+                    path,
+                    target: file,
+                    cross_layer: false,
+                }
             }
             WinName::Object { path, top } => self.object(h, data, kind, path, top)?,
         };
+        let mut line = IndexLine::of_header(h, kind, entry.role, &entry.path);
+        line.target = &entry.target;
+        line.cross_layer = entry.cross_layer;
         self.index
-            .push(&entry)
+            .push(&line)
             .map_err(|source| ApplyError::Stream {
                 what: "writing the layer index",
                 source,
@@ -387,7 +417,7 @@ impl<'a> Importer<'a> {
         kind: Kind,
         path: Vec<u8>,
         top: Top,
-    ) -> Result<IndexEntry, ApplyError> {
+    ) -> Result<Placed, ApplyError> {
         let tree_root = path.iter().filter(|&&b| b == b'/').count() == 0
             || path.as_slice() == b"UtilityVM/Files";
         if tree_root && kind != Kind::Dir {
@@ -460,13 +490,15 @@ impl<'a> Importer<'a> {
                 };
                 self.files.insert(path.clone(), h.path.clone());
                 self.symlinks.remove(&path);
-                let mut e = IndexEntry::from_header(h, kind, Role::Link, path);
-                e.target = target;
-                e.cross_layer = cross;
-                return Ok(e);
+                return Ok(Placed {
+                    role: Role::Link,
+                    path,
+                    target,
+                    cross_layer: cross,
+                });
             }
         }
-        Ok(IndexEntry::from_header(h, kind, Role::Object, path))
+        Ok(Placed::at(Role::Object, path))
     }
 
     /// Links `path` to the file `target` of the nearest parent layer that
