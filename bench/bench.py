@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import namedtuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRUNE = ["./dev/*", "./proc/*", "./sys/*", "./var/cache/apt/archives/*.deb",
@@ -54,18 +55,42 @@ def timed(argv):
     return secs, ru.ru_maxrss / 1024
 
 
-def alternated(runs, tools, before=None):
+# Seconds (median, min, max) and peak RSS in MiB of one tool's runs.
+Timing = namedtuple("Timing", "median min max rss")
+
+
+def alternated(runs, tools, before=None, progress=False):
     """Times each of `tools` (name -> argv) `runs` times, the tools taking
     turns within every run so that a slow spell of the host falls on all of
-    them alike (calling `before` ahead of each); name -> (median, min, max)
-    seconds."""
+    them alike (calling `before` ahead of each; with `progress`, a line per
+    run); name -> Timing."""
     secs = {k: [] for k in tools}
-    for _ in range(runs):
+    rss = {k: 0.0 for k in tools}
+    for run in range(runs):
         for name, argv in tools.items():
             if before:
                 before()
-            secs[name].append(timed(argv)[0])
-    return {k: (statistics.median(v), min(v), max(v)) for k, v in secs.items()}
+            t, peak = timed(argv)
+            secs[name].append(t)
+            rss[name] = max(rss[name], peak)
+        if progress:
+            print(f"  run {run + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in secs.items()), flush=True)
+    return {k: Timing(statistics.median(v), min(v), max(v), rss[k]) for k, v in secs.items()}
+
+
+LINUX_TAR_FLAGS = "--numeric-owner --xattrs --xattrs-include='*'"
+
+
+def gnu_tar(layer, d, sync=True, top=False, flags=LINUX_TAR_FLAGS):
+    """GNU tar extracting `layer` into `d` as root would (by default with
+    numeric owners and every xattr), then `sync`; with `top`, into a
+    subdirectory of `d` made an ext4 top directory first (`chattr +T`), so
+    that the allocator spreads it as Strata spreads its layers (see
+    BENCHMARKS.md)."""
+    into = f"{d}/t" if top else d
+    prep = f"mkdir -p {d} && chattr +T {d} && mkdir {into}" if top else f"mkdir -p {d}"
+    then = " && sync" if sync else ""
+    return ["sh", "-c", f"{prep} && tar {flags} -xpf {layer} -C {into}{then}"]
 
 
 def parse_args(ap, script, needs):
@@ -138,34 +163,28 @@ def main():
         return ["sh", "-c", f"{strata} --home {d} --driver vfs import l {tar} >/dev/null"]
 
     tools = {
-        "strata import (vfs)": lambda d: strata_import(d, layer),
-        "tar -x; sync": lambda d: ["sh", "-c", f"mkdir -p {d} && tar --numeric-owner --xattrs --xattrs-include='*' -xpf {layer} -C {d} && sync"],
-        # GNU tar again, into a directory spread by the allocator as Strata
-        # spreads its layers (see BENCHMARKS.md): how much of the
-        # difference is placement.
-        "tar -x; sync (top dir)": lambda d: ["sh", "-c", f"mkdir -p {d} && chattr +T {d} && mkdir {d}/t && tar --numeric-owner --xattrs --xattrs-include='*' -xpf {layer} -C {d}/t && sync"],
-        "bsdtar -x; sync": lambda d: ["sh", "-c", f"mkdir -p {d} && bsdtar -xpf {layer} -C {d} && sync"],
-        "tar -x (no sync)": lambda d: ["sh", "-c", f"mkdir -p {d} && tar --numeric-owner --xattrs --xattrs-include='*' -xpf {layer} -C {d}"],
-        "tar -x (no sync, top)": lambda d: ["sh", "-c", f"mkdir -p {d} && chattr +T {d} && mkdir {d}/t && tar --numeric-owner --xattrs --xattrs-include='*' -xpf {layer} -C {d}/t"],
+        "strata import (vfs)": strata_import(out, layer),
+        "tar -x; sync": gnu_tar(layer, out),
+        # How much of the difference is placement.
+        "tar -x; sync (top dir)": gnu_tar(layer, out, top=True),
+        "bsdtar -x; sync": ["sh", "-c", f"mkdir -p {out} && bsdtar -xpf {layer} -C {out} && sync"],
+        "tar -x (no sync)": gnu_tar(layer, out, sync=False),
+        "tar -x (no sync, top)": gnu_tar(layer, out, sync=False, top=True),
     }
-    results = {k: [] for k in tools}
-    rss = {k: 0.0 for k in tools}
+
+    def fresh():
+        shutil.rmtree(out, ignore_errors=True)
+        drop_caches()
+
     print(f"layer: {layer} ({size / 1e6:.1f} MB, {entries} entries), {a.runs} runs, cold cache", flush=True)
-    for run in range(a.runs):
-        for name, argv in tools.items():
-            shutil.rmtree(out, ignore_errors=True)
-            drop_caches()
-            secs, peak = timed(argv(out))
-            results[name].append(secs)
-            rss[name] = max(rss[name], peak)
-        print(f"  run {run + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in results.items()), flush=True)
+    rows = alternated(a.runs, tools, fresh, progress=True)
     shutil.rmtree(out, ignore_errors=True)
 
-    med = {k: statistics.median(v) for k, v in results.items()}
+    med = {k: t.median for k, t in rows.items()}
     base = med["tar -x; sync"]
     print(f"\n{'tool':<22} {'median s':>9} {'min s':>7} {'max s':>7} {'peak RSS MiB':>13} {'vs tar -x; sync':>16}")
-    for k, v in results.items():
-        print(f"{k:<22} {med[k]:>9.3f} {min(v):>7.3f} {max(v):>7.3f} {rss[k]:>13.1f} {med[k] / base:>15.2f}x")
+    for k, t in rows.items():
+        print(f"{k:<22} {t.median:>9.3f} {t.min:>7.3f} {t.max:>7.3f} {t.rss:>13.1f} {t.median / base:>15.2f}x")
     s = med["strata import (vfs)"]
     print(f"\nstrata / (tar -x; sync) = {s / base:.2f}  (target <= 0.70)")
     print(f"strata / (tar -x)       = {s / med['tar -x (no sync)']:.2f}  (target <= 1.00)")

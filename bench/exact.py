@@ -60,7 +60,7 @@ def main():
     rows = bench.alternated(a.runs, warm)
     cat = rows["cat tar (page cache)"][0]
     print(f"{'tool':<26} {'median s':>9} {'min s':>7} {'max s':>7} {'vs cat':>8}")
-    for k, (m, lo, hi) in rows.items():
+    for k, (m, lo, hi, _) in rows.items():
         print(f"{k:<26} {m:>9.3f} {lo:>7.3f} {hi:>7.3f} {m / cat:>7.2f}x")
 
     gz = os.path.join(a.workdir, "debian.tar.gz")
@@ -82,7 +82,7 @@ def main():
     shutil.rmtree(out, ignore_errors=True)
     base = rows["tar -xzf; sync"][0]
     print(f"{'tool':<26} {'median s':>9} {'min s':>7} {'max s':>7} {'vs tar -xzf; sync':>18}")
-    for k, (m, lo, hi) in rows.items():
+    for k, (m, lo, hi, _) in rows.items():
         print(f"{k:<26} {m:>9.3f} {lo:>7.3f} {hi:>7.3f} {m / base:>17.2f}x")
     print(f"\nstrata / (tar -xzf; sync) = {rows['strata import (gzip)'][0] / base:.2f}  (target <= 0.60)")
     shutil.rmtree(home, ignore_errors=True)

@@ -155,6 +155,7 @@ struct Placed {
 }
 
 impl Placed {
+    /// At `path`, with no target and not cross-layer.
     fn at(role: Role, path: Vec<u8>) -> Placed {
         Placed {
             role,
@@ -357,10 +358,8 @@ impl<'a> Importer<'a> {
                 }
                 self.last_file = None;
                 Placed {
-                    role: Role::Tombstone,
-                    path,
                     target,
-                    cross_layer: false,
+                    ..Placed::at(Role::Tombstone, path)
                 }
             }
             WinName::Opaque { path, .. } => {
@@ -390,10 +389,8 @@ impl<'a> Importer<'a> {
                 h2.link_name.clear();
                 self.applier.apply(&h2, data)?;
                 Placed {
-                    role: Role::Stream,
-                    path,
                     target: file,
-                    cross_layer: false,
+                    ..Placed::at(Role::Stream, path)
                 }
             }
             WinName::Object { path, top } => self.object(h, data, kind, path, top)?,
@@ -491,10 +488,9 @@ impl<'a> Importer<'a> {
                 self.files.insert(path.clone(), h.path.clone());
                 self.symlinks.remove(&path);
                 return Ok(Placed {
-                    role: Role::Link,
-                    path,
                     target,
                     cross_layer: cross,
+                    ..Placed::at(Role::Link, path)
                 });
             }
         }
@@ -719,5 +715,5 @@ impl<W: Write> Read for Tee<'_, W> {
     }
 }
 
-/// Pieces could pass the copy by: read only.
+/// Read only: pieces of the stream would bypass the copy.
 impl<W: Write> EntryData for Tee<'_, W> {}

@@ -37,8 +37,9 @@ pub fn read_all_checked_with<R: Read>(mut r: TarReader<R>, archive: &[u8]) -> Ve
                 && let Some(p) = r.data_piece(max).unwrap()
             {
                 assert!(!p.is_empty() && p.len() <= max);
-                pieces.push((data.len(), p));
-                data.resize(data.len() + pieces.last().map_or(0, |(_, p)| p.len()), 0);
+                let at = data.len();
+                data.resize(at + p.len(), 0);
+                pieces.push((at, p));
                 continue;
             }
             let mut buf = vec![0u8; max];
