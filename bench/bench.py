@@ -12,6 +12,7 @@ tar into such a directory (`chattr +T`) is shown as well, so the part of
 the difference that is placement can be told apart.
 
 usage: bench/bench.py [--runs N] [--workdir DIR] [--layer FILE] [--skip-rss]
+                      [--settle SECONDS]
 Needs root (drop_caches, device nodes, ownership). Builds strata in release.
 """
 import argparse
@@ -93,6 +94,18 @@ def gnu_tar(layer, d, sync=True, top=False, flags=LINUX_TAR_FLAGS):
     return ["sh", "-c", f"{prep} && tar {flags} -xpf {layer} -C {into}{then}"]
 
 
+def ensure(commands):
+    """Installs with apt-get the Debian package of every command in
+    `commands` ({command or absolute path: package}) that is missing, so a
+    bench on a fresh machine sets itself up instead of failing part way
+    (the benches run as root anyway)."""
+    missing = sorted({pkg for cmd, pkg in commands.items() if shutil.which(cmd) is None})
+    if missing:
+        print(f"apt-get install {' '.join(missing)} ...", flush=True)
+        sh("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
+           f"--no-install-recommends {' '.join(missing)} >/dev/null")
+
+
 def parse_args(ap, script, needs):
     """Adds --workdir to `ap`, parses the command line, insists on root
     (`needs` says what for) and makes the work dir."""
@@ -111,6 +124,7 @@ def debian_layer(workdir):
     rootfs = os.path.join(workdir, "rootfs")
     if not os.path.exists(os.path.join(rootfs, "bin/bash")):
         shutil.rmtree(rootfs, ignore_errors=True)
+        ensure({"debootstrap": "debootstrap"})
         print("debootstrap --variant=minbase bookworm (once) ...", flush=True)
         sh(f"debootstrap --variant=minbase bookworm {rootfs} http://deb.debian.org/debian >/dev/null")
     prune = " -o ".join(f"-path '{p}'" for p in PRUNE)
@@ -144,13 +158,12 @@ def big_layer(workdir, base):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--workdir", default="/var/tmp/strata-bench")
     ap.add_argument("--layer")
     ap.add_argument("--skip-rss", action="store_true")
-    a = ap.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("bench.py needs root (drop_caches, device nodes, ownership)")
-    os.makedirs(a.workdir, exist_ok=True)
+    ap.add_argument("--settle", type=float, default=0, metavar="SECONDS",
+                    help="wait after each cache drop (see BENCHMARKS.md: free page reporting)")
+    a = parse_args(ap, "bench.py", "drop_caches, device nodes, ownership")
+    ensure({"tar": "tar", "bsdtar": "libarchive-tools", "chattr": "e2fsprogs"})
     sh(f"cd {ROOT} && cargo build --release --quiet -p strata")
     strata = os.path.join(ROOT, "target/release/strata")
     layer = a.layer or debian_layer(a.workdir)
@@ -175,6 +188,11 @@ def main():
     def fresh():
         shutil.rmtree(out, ignore_errors=True)
         drop_caches()
+        # On a virtual machine whose balloon reports free pages, the memory
+        # the drop freed goes back to the host about 2 s later and costs a
+        # host fault per page when touched again: waiting puts every run
+        # in that state, not some runs in it and others not.
+        time.sleep(a.settle)
 
     print(f"layer: {layer} ({size / 1e6:.1f} MB, {entries} entries), {a.runs} runs, cold cache", flush=True)
     rows = alternated(a.runs, tools, fresh, progress=True)

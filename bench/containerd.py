@@ -218,9 +218,7 @@ def main():
     ap.add_argument("--runs", type=int, default=5, help="cold imports per snapshotter")
     ap.add_argument("--reps", type=int, default=40, help="container runs per snapshotter")
     a = bench.parse_args(ap, "containerd.py", "containerd, mounts, drop_caches")
-    for tool in ("containerd", "ctr", "runc"):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} is not installed (apt-get install containerd runc)")
+    bench.ensure({"containerd": "containerd", "ctr": "containerd", "runc": "runc"})
     print(f"start: {overlay.load_note()}", flush=True)
     t0 = time.perf_counter()
     serve_argv, server = strata_server(a.workdir)

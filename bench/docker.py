@@ -109,9 +109,8 @@ def main():
     ap.add_argument("--run-reps", type=int, default=15, help="docker run --rm ... true per daemon")
     ap.add_argument("--strata-driver", default="overlay", choices=["overlay", "vfs"])
     a = bench.parse_args(ap, "docker.py", "daemons, mounts, drop_caches")
-    for tool in (overlay.DOCKERD, overlay.DOCKER):
-        if not os.path.exists(tool):
-            raise SystemExit(f"{tool} missing: apt-get install docker.io containerd runc")
+    bench.ensure({overlay.DOCKERD: "docker.io", overlay.DOCKER: "docker.io",
+                  "containerd": "containerd", "runc": "runc"})
     print(f"start: {overlay.load_note()}", flush=True)
     t0 = time.perf_counter()
     strata = strata_binary()

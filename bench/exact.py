@@ -65,6 +65,7 @@ def main():
 
     gz = os.path.join(a.workdir, "debian.tar.gz")
     if not os.path.exists(gz):
+        bench.ensure({"pigz": "pigz"})
         bench.sh(f"pigz -n -6 -c {layer} > {gz}")
     out = os.path.join(a.workdir, "exact-out")
 

@@ -452,10 +452,7 @@ class Dockerd:
 
 
 def bench_docker(strata, workdir, layer, runs):
-    if not os.path.exists(DOCKERD):
-        print("apt-get install -y docker.io ...", flush=True)
-        bench.sh("DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
-                 "docker.io >/dev/null")
+    bench.ensure({DOCKERD: "docker.io", DOCKER: "docker.io"})
     archive = docker_archive(workdir, layer)
     home = os.path.join(workdir, "ovl-import")
     dk = Dockerd(os.path.join(workdir, "dockerd"))
