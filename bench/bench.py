@@ -34,10 +34,16 @@ def sh(cmd, **kw):
     return subprocess.run(cmd, shell=True, check=True, **kw)
 
 
-def drop_caches():
+def drop_caches(settle=0):
+    """Empties the page cache, then waits `settle` seconds. On a virtual
+    machine whose balloon reports free pages, the memory the drop freed
+    goes back to the host about 2 s later and costs a host fault per page
+    when touched again: a wait puts every run in that state, not some runs
+    in it and others not (BENCHMARKS.md)."""
     os.sync()
     with open("/proc/sys/vm/drop_caches", "w") as f:
         f.write("3\n")
+    time.sleep(settle)
 
 
 def timed(argv):
@@ -187,12 +193,7 @@ def main():
 
     def fresh():
         shutil.rmtree(out, ignore_errors=True)
-        drop_caches()
-        # On a virtual machine whose balloon reports free pages, the memory
-        # the drop freed goes back to the host about 2 s later and costs a
-        # host fault per page when touched again: waiting puts every run
-        # in that state, not some runs in it and others not.
-        time.sleep(a.settle)
+        drop_caches(a.settle)
 
     print(f"layer: {layer} ({size / 1e6:.1f} MB, {entries} entries), {a.runs} runs, cold cache", flush=True)
     rows = alternated(a.runs, tools, fresh, progress=True)

@@ -26,7 +26,6 @@ import os
 import shutil
 import statistics
 import subprocess
-import time
 
 from bench import debian_layer, drop_caches, parse_args
 
@@ -68,11 +67,9 @@ def main():
         for case, got in cases.items():
             shutil.rmtree(scratch, ignore_errors=True)
             os.makedirs(scratch)
-            drop_caches()
+            drop_caches(a.settle if case == settled else 0)
             tar = None
-            if case == settled:
-                time.sleep(a.settle)
-            elif case != "alone":
+            if case == "beside tar -x":
                 subprocess.run(["cat", other], stdout=subprocess.DEVNULL, check=True)
                 tar = subprocess.Popen(["tar", "-xpf", other, "-C", scratch])
             got.append(read_and_hash(layer))
